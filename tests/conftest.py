@@ -1,0 +1,27 @@
+"""Makes the collection importable as ansible_collections.kuma.mesh in every test."""
+
+import os
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+
+
+def _collections_dir():
+    base = os.path.join(ROOT, ".cache", "collections")
+    try:
+        os.makedirs(os.path.join(base, "ansible_collections", "kuma"), exist_ok=True)
+    except OSError:
+        base = tempfile.mkdtemp(prefix="kuma-mesh-collections-")
+        os.makedirs(os.path.join(base, "ansible_collections", "kuma"))
+    link = os.path.join(base, "ansible_collections", "kuma", "mesh")
+    if not os.path.exists(link):
+        os.symlink(ROOT, link)
+    return base
+
+
+COLLECTIONS = _collections_dir()
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)
+os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
