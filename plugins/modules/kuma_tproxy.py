@@ -1,0 +1,362 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kuma.mesh maintainers
+# Apache License 2.0 (see LICENSE) / GNU General Public License v3.0+ (see COPYING)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: kuma_tproxy
+short_description: Kuma's transparent-proxy iptables rules, applied idempotently and atomically
+version_added: "0.1.0"
+description:
+  - Installs or removes the iptables and ip6tables rules that
+    C(kumactl install transparent-proxy) writes for a Kuma data plane in
+    Universal mode, so that an application's inbound, outbound and DNS traffic
+    is redirected to kuma-dp.
+  - The rules are Kuma's own, rule for rule - the same chains
+    (C(KUMA_MESH_INBOUND), C(KUMA_MESH_OUTBOUND), C(KUMA_MESH_INBOUND_REDIRECT),
+    C(KUMA_MESH_OUTBOUND_REDIRECT)), order, inserted-versus-appended positions,
+    matches and C(kuma/mesh/transparent/proxy/) comments (Kuma 2.14 and 3.x),
+    so C(kumactl uninstall transparent-proxy) and Kuma's troubleshooting
+    documentation apply unchanged, and rules written by kumactl are adopted.
+  - The module reads the current rules with C(iptables-save), compares only
+    Kuma's part with the wanted rules, and when they are equal writes nothing
+    and reports no change. Otherwise it replaces Kuma's part with one validated
+    C(iptables-restore --noflush) transaction per family. Rules that are not
+    Kuma's (Docker's chains, the user's own) are never part of the transaction.
+  - On any failure Kuma's part is put back as it was, so the host's rules end
+    as they were before the run, and the error says what failed.
+  - C(state=absent) removes exactly Kuma's rules and chains (also those written
+    by kumactl, in either iptables backend) and leaves every other rule as it was.
+  - When the module runs over SSH, the port of that SSH session is kept out of
+    inbound redirection unless O(protect_ssh_session=false), so a run cannot
+    lock its own operator out.
+  - This module does not make the rules survive a reboot; the
+    M(kuma.mesh.transparent_proxy) role does (systemd or firewalld).
+author:
+  - kuma.mesh maintainers
+requirements:
+  - iptables (nft or legacy; ip6tables for IPv6)
+  - iproute2, to add C(::6/128) to the loopback as Kuma does for IPv6
+  - netaddr (python3-netaddr) on the target
+extends_documentation_fragment: []
+attributes:
+  check_mode:
+    support: full
+    description: Reads the rules and reports what would change; the host is not touched.
+  diff_mode:
+    support: full
+    description: Shows Kuma's rules before and after, per family, backend and table, as iptables-save prints them.
+  platform:
+    platforms: posix
+    support: full
+    description: Linux hosts with iptables. Tested on Debian 12 and 13.
+options:
+  state:
+    description:
+      - V(present) installs Kuma's rules for the settings given; V(absent) removes every Kuma rule and chain.
+    type: str
+    choices: [present, absent]
+    default: present
+  kuma_dp_user:
+    description:
+      - Name or uid of the user kuma-dp runs as. Its traffic is not redirected.
+      - The user must exist on the host (Kuma's C(--kuma-dp-user)).
+      - The application must not run as this user, or its traffic bypasses the proxy.
+    type: str
+    default: kuma-dp
+  ip_family_mode:
+    description:
+      - V(dualstack) writes IPv4 and IPv6 rules; V(ipv4) only IPv4 rules (and removes Kuma's IPv6 rules).
+      - As in Kuma, IPv6 rules are skipped when the host has no non-loopback IPv6 address.
+    type: str
+    choices: [dualstack, ipv4]
+    default: dualstack
+  iptables_mode:
+    description:
+      - Which iptables backend to write to.
+      - V(auto) chooses as Kuma does - the backend that already holds Kuma's rules,
+        else legacy when only legacy has rules, else nft.
+      - Kuma's rules found in the other backend are removed, so a switch leaves no duplicates.
+    type: str
+    choices: [auto, nft, legacy]
+    default: auto
+  redirect:
+    description: What is redirected where (Kuma's C(redirect) section).
+    type: dict
+    default: {}
+    suboptions:
+      inbound:
+        description: Inbound TCP redirection (C(KUMA_MESH_INBOUND)).
+        type: dict
+        default: {}
+        suboptions:
+          enabled:
+            description: Redirect inbound TCP to O(redirect.inbound.port). When V(false) the chain only returns.
+            type: bool
+            default: true
+          port:
+            description: Envoy's inbound port, C(networking.transparentProxying.redirectPortInbound) of the Dataplane.
+            type: int
+            default: 15006
+          exclude_ports:
+            description: Destination ports of inbound TCP that are not redirected (e.g. C(22)).
+            type: list
+            elements: int
+            default: []
+          exclude_ips:
+            description:
+              - Source addresses or CIDRs, IPv4 and IPv6 mixed, whose inbound traffic is not redirected.
+              - Each family gets only its own addresses. An entry may hold a comma-separated list, as in kumactl.
+            type: list
+            elements: str
+            default: []
+          insert_instead_of_append:
+            description: Insert the C(PREROUTING) jump at the top instead of appending it.
+            type: bool
+            default: false
+      outbound:
+        description: Outbound TCP redirection (C(KUMA_MESH_OUTBOUND)).
+        type: dict
+        default: {}
+        suboptions:
+          enabled:
+            description: Redirect outbound TCP to O(redirect.outbound.port). When V(false) the chain only returns.
+            type: bool
+            default: true
+          port:
+            description: Envoy's outbound port, C(networking.transparentProxying.redirectPortOutbound) of the Dataplane.
+            type: int
+            default: 15001
+          exclude_ports:
+            description: Destination ports of outbound TCP that are not redirected.
+            type: list
+            elements: int
+            default: []
+          exclude_ips:
+            description:
+              - Destination addresses or CIDRs, IPv4 and IPv6 mixed, that are not redirected.
+              - Each family gets only its own addresses. An entry may hold a comma-separated list, as in kumactl.
+            type: list
+            elements: str
+            default: []
+          exclude_ports_for_uids:
+            description:
+              - "Ports excluded for some uids, Kuma's format C([proto:][ports:]uids): proto is C(tcp), C(udp),
+                a comma list of them, C(*) or empty (both); ports are values, lists and C(a-b) ranges,
+                C(*) or empty meaning all; uids are one value or one C(a-b) range."
+              - Example C(udp:53:106-108) or C(53,3000-5000:1000).
+            type: list
+            elements: str
+            default: []
+          insert_instead_of_append:
+            description: Insert the C(OUTPUT) jump into C(KUMA_MESH_OUTBOUND) instead of appending it.
+            type: bool
+            default: false
+      dns:
+        description: DNS redirection to kuma-dp's DNS proxy.
+        type: dict
+        default: {}
+        suboptions:
+          enabled:
+            description:
+              - Redirect UDP DNS sent to the name servers of O(redirect.dns.resolv_conf) to O(redirect.dns.port).
+              - A family with no name server in that file gets no DNS rules (with a warning), as in Kuma.
+            type: bool
+            default: false
+          capture_all:
+            description: Redirect all UDP DNS, whatever the server. Implies O(redirect.dns.enabled).
+            type: bool
+            default: false
+          port:
+            description: The port kuma-dp's DNS proxy listens on.
+            type: int
+            default: 15053
+          skip_conntrack_zone_split:
+            description: Do not write the raw-table conntrack zone rules that keep DNS replies apart.
+            type: bool
+            default: false
+          resolv_conf:
+            description: The resolv.conf whose name servers are redirected. Must exist when DNS is enabled.
+            type: path
+            default: /etc/resolv.conf
+      vnet:
+        description: Virtual networks (bridges of containers on the host) whose traffic is redirected too.
+        type: dict
+        default: {}
+        suboptions:
+          networks:
+            description:
+              - "C(iface:CIDR) entries, split at the first colon, e.g. C(docker0:172.17.0.0/16),
+                C(br+:172.18.0.0/16) or C(iface:fd00::/64)."
+            type: list
+            elements: str
+            default: []
+  drop_invalid_packets:
+    description: Drop packets in conntrack state INVALID (mangle C(PREROUTING)), as Kuma's C(dropInvalidPackets).
+    type: bool
+    default: false
+  log:
+    description: Kernel logging of matching packets (LOG rules).
+    type: dict
+    default: {}
+    suboptions:
+      enabled:
+        description: Add Kuma's LOG rules.
+        type: bool
+        default: false
+      level:
+        description: Syslog level of the LOG rules (0-7).
+        type: int
+        default: 7
+  comments:
+    description: Rule comments.
+    type: dict
+    default: {}
+    suboptions:
+      disabled:
+        description:
+          - Write the rules without Kuma's comments.
+          - Without comments, rules in built-in chains are recognised as Kuma's only by being equal to
+            the rules of the current settings, so rules of older settings cannot be found. Keep comments on.
+        type: bool
+        default: false
+  wait:
+    description: Seconds to wait for the xtables lock (legacy backend; nft needs no lock).
+    type: int
+    default: 5
+  wait_interval:
+    description: Microseconds between tries for the xtables lock (legacy backend); V(0) leaves iptables' default.
+    type: int
+    default: 0
+  retry:
+    description: Retries of a failed restore; Kuma's part is put back as it was before every retry.
+    type: dict
+    default: {}
+    suboptions:
+      max_retries:
+        description: Retries after the first try.
+        type: int
+        default: 4
+      sleep_between_retries:
+        description: Seconds between tries.
+        type: float
+        default: 2.0
+  protect_ssh_session:
+    description:
+      - When the module runs over SSH, add the port of that SSH session to the inbound excluded ports,
+        so new SSH connections are not redirected to the proxy and the operator is not locked out.
+      - Set V(false) only when something else keeps SSH reachable.
+    type: bool
+    default: true
+notes:
+  - Kuma probes iptables extensions by running C(iptables -m X -h); this module does not, so that a
+    no-change run starts no process but the C(iptables-save) reads. A missing extension makes the
+    validating C(iptables-restore --test) fail, before anything is changed.
+  - Tested on Debian 12 and 13 with iptables-nft and iptables-legacy; the code is distribution-neutral
+    but RHEL-family hosts are untested.
+seealso:
+  - name: Kuma transparent proxying
+    description: Kuma's documentation of the transparent proxy on Universal hosts.
+    link: https://kuma.io/docs/latest/production/dp-config/transparent-proxying/
+  - module: kuma.mesh.kuma_dataplane
+"""
+
+EXAMPLES = r"""
+- name: Redirect traffic as kumactl install transparent-proxy would (SSH stays reachable)
+  kuma.mesh.kuma_tproxy:
+    kuma_dp_user: kuma-dp
+
+- name: DNS through kuma-dp, some outbound destinations and ports left alone
+  kuma.mesh.kuma_tproxy:
+    kuma_dp_user: kuma-dp
+    redirect:
+      dns:
+        enabled: true
+      outbound:
+        exclude_ips: [169.254.169.254, "fd00::/8"]
+        exclude_ports_for_uids: ["udp:53:106-108"]
+      inbound:
+        exclude_ports: [22, 9100]
+
+- name: Show the rules kumactl --dry-run would print, without touching the host
+  kuma.mesh.kuma_tproxy:
+    kuma_dp_user: kuma-dp
+  check_mode: true
+  register: tproxy
+
+- name: Print the IPv4 restore input
+  ansible.builtin.debug:
+    msg: "{{ tproxy.rules.ipv4 }}"
+
+- name: Remove Kuma's rules (also ones kumactl wrote), leave every other rule alone
+  kuma.mesh.kuma_tproxy:
+    state: absent
+"""
+
+RETURN = r"""
+rules:
+  description:
+    - The iptables-restore input Kuma writes for these settings, per family (what C(kumactl install
+      transparent-proxy --dry-run) prints). Families not installed are absent.
+  returned: always
+  type: dict
+  sample:
+    ipv4: "* nat\n-N KUMA_MESH_INBOUND\n...\nCOMMIT\n"
+families:
+  description: The families whose rules are installed (V(ipv6) only with IPv6 on the host and in O(ip_family_mode)).
+  returned: always
+  type: list
+  elements: str
+  sample: [ipv4, ipv6]
+iptables_mode:
+  description: The backend written to, V(nft) or V(legacy).
+  returned: success
+  type: str
+  sample: nft
+ssh_session_port:
+  description: The server port of the SSH session the module ran under, or null when not run over SSH.
+  returned: when O(state=present)
+  type: int
+  sample: 22
+ssh_port_excluded:
+  description: Whether O(ssh_session_port) was added to the inbound excluded ports by this run's protection.
+  returned: when O(state=present)
+  type: bool
+  sample: true
+commands:
+  description: Every process the module started, in order (a no-change run shows only the reads).
+  returned: always
+  type: list
+  elements: str
+  sample: [/usr/sbin/iptables-nft-save, /usr/sbin/ip6tables-nft-save]
+errors:
+  description: Every problem found in the options, each naming the option and the value.
+  returned: when the options are invalid
+  type: list
+  elements: str
+  sample: ["redirect.inbound.port: 70000 is not a valid port (1-65535)"]
+failed_family:
+  description: The family whose transaction failed (the host was rolled back).
+  returned: when applying failed
+  type: str
+  sample: ipv6
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy import run
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import ARGUMENT_SPEC
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module.exit_json(**run(module))
+
+
+if __name__ == "__main__":
+    main()
