@@ -54,6 +54,7 @@ class Run(object):
         self.params = module.params
         self.runners = {}  # (mode, family) -> ipt.Iptables
         self.saved = {}  # (mode, family) -> parsed tables
+        self.claims = {}  # (mode, family) -> rules recognised as Kuma's without comments
         self.other_commands = []  # processes started besides the iptables runners'
         self.result = dict(changed=False, rules={}, families=[], commands=[])
 
@@ -140,10 +141,11 @@ class Run(object):
             )
         dns = self.params["redirect"]["dns"]
         self.dns_servers = []
-        if present and dns["enabled"] and not dns["capture_all"]:
+        if dns["enabled"] and not dns["capture_all"]:
             path = dns["resolv_conf"]
             if not os.path.isfile(path):
-                errors.append("redirect.dns.resolv_conf: %r does not exist (redirect.dns.enabled is true)" % path)
+                if present:
+                    errors.append("redirect.dns.resolv_conf: %r does not exist (redirect.dns.enabled is true)" % path)
             else:
                 self.dns_servers = host.resolv_conf_servers(path)
         if errors:
@@ -181,7 +183,9 @@ class Run(object):
                     self.module.warn("ip6tables-%s is not installed: IPv6 traffic will not be redirected" % mode)
                 continue
             ruleset = None
-            if present and (family == "ipv4" or self.ipv6_wanted()):
+            if not present:
+                self.claim(mode, family, loopback)
+            elif family == "ipv4" or self.ipv6_wanted():
                 tables = self.tables(mode, family)
                 cfg = config.family_config(
                     self.params,
@@ -204,6 +208,21 @@ class Run(object):
             out[family] = ruleset
         return out
 
+    def claim(self, mode, family, loopback):
+        """With comments disabled, the rules of the given settings are how Kuma's
+        rules are recognised on uninstall (nothing else marks them)."""
+        if not self.params["comments"]["disabled"] or self.uid is None:
+            return
+        cfg = config.family_config(
+            self.params,
+            ipv6=family == "ipv6",
+            uid=self.uid,
+            dns_servers=self.dns_servers,
+            docker_output=ipt.has_chain(self.tables(mode, family), "nat", rules.DOCKER_OUTPUT_CHAIN),
+            loopback=loopback,
+        )
+        self.claims[(mode, family)] = ipt.uncommented(rules.build(cfg))
+
     def ipv6_wanted(self):
         return self.params["ip_family_mode"] == "dualstack" and host.has_local_ipv6()
 
@@ -218,10 +237,10 @@ class Run(object):
         diffs = []
         for family, ruleset in wanted.items():
             tables = self.tables(mode, family)
-            extra = ipt._uncommented(ruleset)
-            if not ipt.in_sync(tables, ruleset):
+            extra = ipt.uncommented(ruleset) or self.claims.get((mode, family))
+            if not ipt.in_sync(tables, ruleset, extra):
                 work.append((mode, family, ipt.target_for(ruleset), ruleset, extra))
-                diffs += self.diff(mode, family, tables, ruleset)
+                diffs += self.diff(mode, family, tables, ruleset, extra)
         other = "legacy" if mode == "nft" else "nft"
         for family in FAMILIES:
             # Kuma's rules left in the other backend (a switch of iptables_mode,
@@ -253,7 +272,7 @@ class Run(object):
             try:
                 runner.apply(target, before, extra)
                 after = ipt.parse_save(runner.save())
-                if not ipt.in_sync(after, ruleset):
+                if not ipt.in_sync(after, ruleset, extra):
                     runner.rollback(before, extra)
                     raise ipt.IptablesError(
                         "the rules read back after the restore differ from the wanted ones; rolled back"
@@ -292,8 +311,8 @@ class Run(object):
         if rc != 0 and "exists" not in err:
             self.fail("%s ::6/128 on the loopback interface failed: %s" % (action, err.strip()))
 
-    def diff(self, mode, family, tables, ruleset):
-        before = ipt.owned_text(tables, ruleset)
+    def diff(self, mode, family, tables, ruleset, extra=None):
+        before = ipt.owned_text(tables, extra)
         after = ipt.wanted_text(ruleset)
         out = []
         for table in rules.TABLE_ORDER:

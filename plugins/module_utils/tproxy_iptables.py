@@ -15,7 +15,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import re
+import tempfile
 import time
 
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import CHAIN_PREFIX, COMMENT_PREFIX
@@ -131,10 +133,10 @@ def chain_in_sync(owned_entries, total_rules, head, tail):
     return tail_positions == list(range(tail_positions[0], tail_positions[0] + len(tail))) if tail_positions else True
 
 
-def in_sync(tables, ruleset):
+def in_sync(tables, ruleset, extra_owned=None):
     """Whether the Kuma part of ``tables`` is exactly ``ruleset`` (None: no rules wanted)."""
-    wanted_tables = {t.name: t for t in ruleset.tables} if ruleset else {}
-    owned = owned_part(tables, extra_owned=_uncommented(ruleset))
+    wanted_tables = dict((t.name, t) for t in ruleset.tables) if ruleset else {}
+    owned = owned_part(tables, extra_owned=extra_owned)
     for name in set(owned) | set(wanted_tables):
         part = owned.get(name, Owned())
         wanted = wanted_tables.get(name)
@@ -162,17 +164,17 @@ def in_sync(tables, ruleset):
     return True
 
 
-def _uncommented(ruleset):
+def uncommented(ruleset):
     """With comments disabled, claim rules equal to wanted ones (nothing else marks them)."""
     if not ruleset or ruleset.comments:
         return None
     return dict((name, set(lines)) for name, lines in ruleset.saved_lines().items())
 
 
-def owned_text(tables, ruleset=None):
+def owned_text(tables, extra_owned=None):
     """Kuma's part of each table as text, for diff mode: {table: text}."""
     out = {}
-    for name, part in owned_part(tables, extra_owned=_uncommented(ruleset)).items():
+    for name, part in owned_part(tables, extra_owned=extra_owned).items():
         lines = [":%s - [0:0]" % c for c in sorted(part.custom)]
         table = tables[name]
         for chain in table.chains:
@@ -282,9 +284,9 @@ class Iptables(object):
         self.sleep = sleep
         self.commands = []  # every process this runner started, for the result
 
-    def _run(self, args, data=None):
-        self.commands.append(" ".join(args))
-        return self.module.run_command(args, data=data, binary_data=True)
+    def _run(self, args):
+        self.commands.append(" ".join(a for a in args if not a.startswith(self.module.tmpdir)))
+        return self.module.run_command(args)
 
     def save(self):
         rc, out, err = self._run([self.save_path])
@@ -305,7 +307,14 @@ class Iptables(object):
         return args
 
     def restore(self, text, test=False):
-        rc, out, err = self._run(self._restore_args(test), data=text)
+        # From a file, as Kuma does: a restore that dies early cannot break a pipe.
+        fd, path = tempfile.mkstemp(prefix="kuma-tproxy-", suffix=".rules", dir=self.module.tmpdir)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            rc, out, err = self._run(self._restore_args(test) + [path])
+        finally:
+            os.unlink(path)
         if rc != 0:
             raise IptablesError(
                 "%s%s failed (rc=%d): %s" % (self.restore_path, " --test" if test else "", rc, (err or out).strip())
