@@ -1,0 +1,121 @@
+"""Validation and the per-family view of kuma_tproxy's options (no host needed)."""
+
+import pytest
+
+from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_config as config
+
+
+def errors_for(overrides):
+    return config.validate(config.with_defaults(overrides))
+
+
+def test_defaults_are_valid_and_kumas():
+    params = config.with_defaults()
+    assert config.validate(params) == []
+    cfg = config.family_config(params, ipv6=False, uid="5678")
+    assert (cfg.inbound_port, cfg.outbound_port, cfg.dns_port) == (15006, 15001, 15053)
+    assert cfg.comments and not cfg.dns_enabled and cfg.inbound_passthrough == "127.0.0.6/32"
+    assert config.family_config(params, ipv6=True, uid="5678").localhost == "::1/128"
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(KeyError):
+        config.with_defaults({"redirect": {"inbond": {}}})
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"redirect": {"inbound": {"port": 0}}}, "redirect.inbound.port: 0 is not a valid port (1-65535)"),
+        ({"redirect": {"outbound": {"port": 65536}}}, "redirect.outbound.port: 65536 is not a valid port (1-65535)"),
+        ({"redirect": {"dns": {"port": -1}}}, "redirect.dns.port: -1 is not a valid port (1-65535)"),
+        ({"redirect": {"inbound": {"exclude_ports": [22, 70000]}}}, "redirect.inbound.exclude_ports: 70000"),
+        ({"redirect": {"inbound": {"port": 15001}}}, "redirect.inbound.port and redirect.outbound.port: both are 15001"),
+        ({"redirect": {"dns": {"enabled": True, "port": 15001}}}, "redirect.dns.port: 15001 is already used"),
+        ({"redirect": {"outbound": {"exclude_ips": ["1.2.3"]}}}, "redirect.outbound.exclude_ips: '1.2.3' is not a valid IP"),
+        ({"redirect": {"outbound": {"exclude_ips": ["10.0.0.0/33"]}}}, "'10.0.0.0/33' is not a valid IP"),
+        ({"redirect": {"inbound": {"exclude_ips": ["fe80::1%eth0"]}}}, "'fe80::1%eth0' is not a valid IP"),
+        ({"redirect": {"inbound": {"exclude_ips": [""]}}}, "redirect.inbound.exclude_ips: '': an entry cannot be empty"),
+        ({"redirect": {"outbound": {"exclude_ports_for_uids": ["3000-5000:1:*"]}}}, "wildcard '*' is not allowed for UIDs"),
+        (
+            {"redirect": {"outbound": {"exclude_ports_for_uids": ["a3000-5000:1"]}}},
+            "invalid port range: validation failed for value or range 'a3000-5000': invalid uint16 value: 'a3000'",
+        ),
+        ({"redirect": {"outbound": {"exclude_ports_for_uids": ["tcp,http:1:1"]}}}, "invalid or unsupported protocol: 'http'"),
+        (
+            {"redirect": {"outbound": {"exclude_ports_for_uids": ["3000-5000:1:1,2,3"]}}},
+            "invalid UID entry: '1,2,3'. It should either be a single item or a range",
+        ),
+        ({"redirect": {"outbound": {"exclude_ports_for_uids": ["1:2:3:4"]}}}, "invalid format for excluding ports by UIDs"),
+        ({"redirect": {"outbound": {"exclude_ports_for_uids": ["70000"]}}}, "invalid UID range"),
+        ({"redirect": {"vnet": {"networks": ["docker0"]}}}, "redirect.vnet.networks: 'docker0' is not 'iface:CIDR'"),
+        ({"redirect": {"vnet": {"networks": [":10.0.0.0/8"]}}}, "':10.0.0.0/8' is not 'iface:CIDR'"),
+        ({"redirect": {"vnet": {"networks": ["br0:10.0.0.1"]}}}, "'10.0.0.1' is not a valid CIDR"),
+        ({"redirect": {"vnet": {"networks": ["br0:300.0.0.0/8"]}}}, "'300.0.0.0/8' is not a valid CIDR"),
+        ({"log": {"level": 9}}, "log.level: 9 is not a syslog level"),
+        ({"retry": {"max_retries": -1}}, "retry.max_retries: -1"),
+    ],
+)
+def test_bad_input_names_the_option_and_the_value(overrides, message):
+    found = errors_for(overrides)
+    assert any(message in e for e in found), found
+
+
+def test_kumactl_error_wording_for_uid_exclusions():
+    """The exact messages of kumactl's own tests (SOURCES.md)."""
+    cases = {
+        "a3000-5000:1": "invalid port range: validation failed for value or range 'a3000-5000': invalid uint16 value: 'a3000'",
+        "http:3000-5000:1": "invalid or unsupported protocol: 'http'",
+        "tcp,http:1:1": "invalid or unsupported protocol: 'http'",
+        "3000-5000:1:*": "wildcard '*' is not allowed for UIDs",
+        "3000-5000:1:1,2,3": "invalid UID entry: '1,2,3'. It should either be a single item or a range",
+    }
+    for entry, message in cases.items():
+        with pytest.raises(ValueError) as exc:
+            config.parse_exclude_ports_for_uids([entry])
+        assert str(exc.value) == message
+
+
+def test_uid_exclusions_expand_as_kuma_does():
+    parse = config.parse_exclude_ports_for_uids
+    assert parse(["123"]) == [config.UidExclusion("tcp", "1:65535", "123"), config.UidExclusion("udp", "1:65535", "123")]
+    assert parse(["tcp:*:0"]) == [config.UidExclusion("tcp", "1:65535", "0")]
+    assert parse(["53,3000-5000:106-108"])[1] == config.UidExclusion("udp", "53,3000:5000", "106:108")
+    assert parse([":22:1"]) == [config.UidExclusion("tcp", "22", "1"), config.UidExclusion("udp", "22", "1")]
+
+
+def test_addresses_go_to_their_own_family():
+    params = config.with_defaults(
+        {"redirect": {"outbound": {"exclude_ips": ["10.0.0.1,fd00::/8", "192.0.2.0/24"]}, "inbound": {"exclude_ips": ["fe80::1"]}}}
+    )
+    v4 = config.family_config(params, ipv6=False, uid="1")
+    v6 = config.family_config(params, ipv6=True, uid="1")
+    assert v4.outbound_exclusions == ["10.0.0.1", "192.0.2.0/24"] and v4.inbound_exclude_ips == []
+    assert v6.outbound_exclusions == ["fd00::/8"] and v6.inbound_exclude_ips == ["fe80::1"]
+
+
+def test_vnet_splits_at_the_first_colon():
+    params = config.with_defaults({"redirect": {"vnet": {"networks": ["br+:172.18.0.0/16", "iface:::1/64"]}}})
+    assert config.validate(params) == []
+    assert config.family_config(params, ipv6=True, uid="1").vnet == {"iface": "::1/64"}
+    assert config.family_config(params, ipv6=False, uid="1").vnet == {"br+": "172.18.0.0/16"}
+
+
+def test_dns_follows_kuma():
+    on = config.with_defaults({"redirect": {"dns": {"enabled": True}}})
+    v4 = config.family_config(on, ipv6=False, uid="1", dns_servers=["127.0.0.53", "2001:db8::53"])
+    assert v4.dns_enabled and v4.conntrack_zone_split and v4.dns_servers == ["127.0.0.53"]
+    # a family without a name server gets no DNS rules
+    v6 = config.family_config(on, ipv6=True, uid="1", dns_servers=["127.0.0.53"])
+    assert not v6.dns_enabled and not v6.conntrack_zone_split
+    # capture_all implies DNS redirection and needs no name server
+    capture = config.with_defaults({"redirect": {"dns": {"capture_all": True}}})
+    assert config.family_config(capture, ipv6=True, uid="1").dns_enabled
+    # inside Docker with custom networks Kuma skips the zone split when capturing all
+    assert not config.family_config(capture, ipv6=False, uid="1", docker_output=True).conntrack_zone_split
+
+
+def test_the_ssh_port_is_added_once():
+    params = config.with_defaults({"redirect": {"inbound": {"exclude_ports": [22]}}})
+    assert config.family_config(params, False, "1", extra_inbound_exclude=[22]).inbound_exclude_ports == [22]
+    assert config.family_config(params, False, "1", extra_inbound_exclude=[2022]).inbound_exclude_ports == [22, 2022]
