@@ -38,7 +38,7 @@ description:
   - This module does not make the rules survive a reboot; the
     M(kuma.mesh.transparent_proxy) role does (systemd or firewalld).
 author:
-  - kuma.mesh maintainers
+  - kuma.mesh maintainers (@kuma-mesh)
 requirements:
   - iptables (nft or legacy; ip6tables for IPv6)
   - iproute2, to add C(::6/128) to the loopback as Kuma does for IPv6
@@ -324,7 +324,7 @@ ssh_session_port:
   type: int
   sample: 22
 ssh_port_excluded:
-  description: Whether O(ssh_session_port) was added to the inbound excluded ports by this run's protection.
+  description: Whether RV(ssh_session_port) was added to the inbound excluded ports by this run's protection.
   returned: when O(state=present)
   type: bool
   sample: true

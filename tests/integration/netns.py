@@ -27,8 +27,9 @@ HOST_V6, PEER_V6 = "2001:db8::1", "2001:db8::2"
 
 
 def sh(*args, **kwargs):
-    kwargs.setdefault("check", True)
-    return subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, **kwargs)
+    check = kwargs.pop("check", True)
+    return subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          check=check, **kwargs)
 
 
 def ensure_kuma_dp_user():

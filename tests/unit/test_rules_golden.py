@@ -174,14 +174,17 @@ def test_dns_without_conntrack_matches_kumactl_dry_run():
 def test_dns_raw_table_matches_kumactl_dry_run():
     """Only the raw-table part of this golden is current (see SOURCES.md)."""
     text = dry_run({"redirect": {"dns": {"capture_all": True, "port": 12345}}})
-    raw = text.split("COMMIT")[0] + "COMMIT"
-    assert raw == dry_run_golden("install-transparent-proxy.dns.golden.txt").split("COMMIT")[0] + "COMMIT"
+    raw = text.split("COMMIT", maxsplit=1)[0]
+    assert raw == dry_run_golden("install-transparent-proxy.dns.golden.txt").split("COMMIT", maxsplit=1)[0]
 
 
 def test_docker_output_chain_becomes_the_dns_jump_target():
     params = config.with_defaults({"redirect": {"dns": {"capture_all": True}}})
     cfg = config.family_config(params, ipv6=False, uid="5678", docker_output=True)
     text = rules.build(cfg).restore_text()
-    assert '-I OUTPUT 1 -m comment --comment "kuma/mesh/transparent/proxy/redirect DNS traffic from kuma-dp to the DOCKER_OUTPUT chain" -p udp --dport 53 -m owner --uid-owner 5678 -j DOCKER_OUTPUT' in text
+    assert (
+        '-I OUTPUT 1 -m comment --comment "kuma/mesh/transparent/proxy/redirect DNS traffic from kuma-dp to the '
+        'DOCKER_OUTPUT chain" -p udp --dport 53 -m owner --uid-owner 5678 -j DOCKER_OUTPUT'
+    ) in text
     # Kuma: no conntrack zone split when all DNS is captured inside Docker.
     assert "* raw" not in text
