@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import uuid
 
@@ -124,72 +123,7 @@ def run_module(ns, args, check=False, diff=False, env=None, path_prepend=None, m
     return result
 
 
-ORIG_DST_SERVER = textwrap.dedent(
-    r'''
-    import socket, struct, sys
-    family = socket.AF_INET6 if sys.argv[1] == "6" else socket.AF_INET
-    port, proto = int(sys.argv[2]), sys.argv[3]
-    if proto == "udp":
-        s = socket.socket(family, socket.SOCK_DGRAM)
-        s.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", port))
-        print("ready", flush=True)
-        while True:
-            data, peer = s.recvfrom(512)
-            s.sendto(b"dns-proxy:" + data, peer)
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
-    s.listen(16)
-    print("ready", flush=True)
-    while True:
-        c, _ = s.accept()
-        try:
-            if family == socket.AF_INET6:
-                raw = c.getsockopt(41, 80, 28)  # SOL_IPV6, IP6T_SO_ORIGINAL_DST
-                dport = struct.unpack("!H", raw[2:4])[0]
-                dst = "[%s]:%d" % (socket.inet_ntop(socket.AF_INET6, raw[8:24]), dport)
-            else:
-                raw = c.getsockopt(socket.SOL_IP, 80, 16)
-                dport = struct.unpack("!H", raw[2:4])[0]
-                dst = "%s:%d" % (socket.inet_ntoa(raw[4:8]), dport)
-        except OSError:
-            dst = "not-redirected"
-        c.sendall(("proxy:%d orig=%s" % (port, dst)).encode())
-        c.close()
-    '''
-)
-
-PLAIN_SERVER = textwrap.dedent(
-    r'''
-    import socket, sys
-    family = socket.AF_INET6 if sys.argv[1] == "6" else socket.AF_INET
-    port, name = int(sys.argv[2]), sys.argv[3]
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", port))
-    s.listen(16)
-    print("ready", flush=True)
-    while True:
-        c, _ = s.accept()
-        c.sendall(("%s:%d" % (name, port)).encode())
-        c.close()
-    '''
-)
-
-CLIENT = textwrap.dedent(
-    r'''
-    import socket, sys
-    family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
-    if sys.argv[3] == "udp":
-        s = socket.socket(family, socket.SOCK_DGRAM)
-        s.settimeout(3)
-        s.sendto(b"query", (sys.argv[1], int(sys.argv[2])))
-        print(s.recvfrom(512)[0].decode())
-    else:
-        s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
-        print(s.recv(512).decode())
-    '''
-)
+TRAFFIC = os.path.join(ROOT, "tests", "tools", "traffic.py")
 
 
 class Servers(object):
@@ -198,8 +132,9 @@ class Servers(object):
     def __init__(self):
         self.procs = []
 
-    def start(self, ns, script, args, uid=None):
-        proc = ns.popen([SYSTEM_PYTHON, "-c", script] + [str(a) for a in args], uid=uid)
+    def start(self, ns, command, args, uid=None):
+        """``command`` is traffic.py's: "origdst" (a proxy stand-in) or "serve" (a service)."""
+        proc = ns.popen([SYSTEM_PYTHON, TRAFFIC, command] + [str(a) for a in args], uid=uid)
         line = proc.stdout.readline()
         if line.strip() != "ready":
             proc.kill()
@@ -215,7 +150,7 @@ class Servers(object):
 
 def connect(ns, address, port, proto="tcp", uid=None):
     """Connect from ``ns`` (as ``uid``); returns what the far end answered, or an error string."""
-    proc = ns.popen([SYSTEM_PYTHON, "-c", CLIENT, address, str(port), proto], uid=uid)
+    proc = ns.popen([SYSTEM_PYTHON, TRAFFIC, "connect", address, str(port), proto], uid=uid)
     out, err = proc.communicate(timeout=15)
     return out.strip() if proc.returncode == 0 else "error: " + err.strip().splitlines()[-1]
 

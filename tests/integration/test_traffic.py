@@ -8,10 +8,8 @@ from netns import (
     HOST_V4,
     HOST_V6,
     KUMA_DP_UID,
-    ORIG_DST_SERVER,
     PEER_V4,
     PEER_V6,
-    PLAIN_SERVER,
     connect,
     run_module,
 )
@@ -28,12 +26,12 @@ def test_outbound_inbound_and_kuma_dp_traffic(pair, servers, family):
     assert "ipv6" in result["families"]
 
     # kuma-dp's proxies, as the kuma-dp user, on the redirect ports
-    servers.start(pair.host, ORIG_DST_SERVER, [family, 15001, "tcp"], uid=KUMA_DP_UID)
-    servers.start(pair.host, ORIG_DST_SERVER, [family, 15006, "tcp"], uid=KUMA_DP_UID)
+    servers.start(pair.host, "origdst", [family, 15001, "tcp"], uid=KUMA_DP_UID)
+    servers.start(pair.host, "origdst", [family, 15006, "tcp"], uid=KUMA_DP_UID)
     # real services: on the peer (8080, 8081) and on the host (9091)
-    servers.start(pair.peer, PLAIN_SERVER, [family, 8080, "peer"])
-    servers.start(pair.peer, PLAIN_SERVER, [family, 8081, "peer"])
-    servers.start(pair.host, PLAIN_SERVER, [family, 9091, "host"])
+    servers.start(pair.peer, "serve", [family, 8080, "peer"])
+    servers.start(pair.peer, "serve", [family, 8081, "peer"])
+    servers.start(pair.host, "serve", [family, 9091, "host"])
     bracket = "[%s]" % peer_addr if family == "6" else peer_addr
     host_bracket = "[%s]" % host_addr if family == "6" else host_addr
 
@@ -56,8 +54,8 @@ def test_dns_to_the_resolver_reaches_15053(pair, servers):
         f.write("nameserver %s\nnameserver %s\n" % (PEER_V4, PEER_V6))
     result = run_module(pair.host, {"redirect": {"dns": {"enabled": True, "resolv_conf": resolv}}})
     assert result["changed"], result
-    servers.start(pair.host, ORIG_DST_SERVER, ["4", 15053, "udp"], uid=KUMA_DP_UID)
-    servers.start(pair.host, ORIG_DST_SERVER, ["6", 15053, "udp"], uid=KUMA_DP_UID)
+    servers.start(pair.host, "origdst", ["4", 15053, "udp"], uid=KUMA_DP_UID)
+    servers.start(pair.host, "origdst", ["6", 15053, "udp"], uid=KUMA_DP_UID)
     assert connect(pair.host, PEER_V4, 53, proto="udp", uid=0) == "dns-proxy:query"
     assert connect(pair.host, PEER_V6, 53, proto="udp", uid=0) == "dns-proxy:query"
     # DNS to a server not in resolv.conf is not redirected (nothing answers there)
@@ -66,6 +64,6 @@ def test_dns_to_the_resolver_reaches_15053(pair, servers):
 
 def test_without_rules_nothing_is_redirected(pair, servers):
     """The control for the tests above: the same connections with no rules go straight through."""
-    servers.start(pair.peer, PLAIN_SERVER, ["4", 8080, "peer"])
-    servers.start(pair.host, ORIG_DST_SERVER, ["4", 15001, "tcp"], uid=KUMA_DP_UID)
+    servers.start(pair.peer, "serve", ["4", 8080, "peer"])
+    servers.start(pair.host, "origdst", ["4", 15001, "tcp"], uid=KUMA_DP_UID)
     assert connect(pair.host, PEER_V4, 8080, uid=0) == "peer:8080"
