@@ -1,0 +1,238 @@
+"""kuma_dataplane as a module: main() with patched arguments, and once through `ansible` itself."""
+
+import grp
+import json
+import os
+import pwd
+import stat
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.kuma.mesh.plugins.modules import kuma_dataplane
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OLD = 1000000000  # a past mtime, so any rewrite shows
+
+
+def args_for(path, **overrides):
+    args = dict(
+        path=str(path),
+        kuma_version="2.14.3",
+        name="web-01",
+        address="10.0.0.10",
+        inbounds=[dict(port=8080, tags={"kuma.io/service": "web", "kuma.io/protocol": "http"})],
+        expected_redirect_ports=dict(inbound=15006, outbound=15001),
+    )
+    args.update(overrides)
+    return args
+
+
+def run_module(capsys, args, check=False, diff=False):
+    args = dict(args)
+    if check:
+        args["_ansible_check_mode"] = True
+    if diff:
+        args["_ansible_diff"] = True
+    with patch_module_args(args):
+        with pytest.raises(SystemExit) as exc:
+            kuma_dataplane.main()
+    result = json.loads(capsys.readouterr().out)
+    result["rc"] = exc.value.code
+    return result
+
+
+def snapshot(path):
+    st = os.stat(str(path))
+    with open(str(path), "rb") as f:
+        return f.read(), st.st_ino, st.st_mtime_ns, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+
+
+def age(path):
+    os.utime(str(path), (OLD, OLD))
+
+
+@pytest.fixture
+def dest(tmp_path):
+    return tmp_path / "dataplane.yaml"
+
+
+def test_writes_the_rendered_dataplane(capsys, dest):
+    result = run_module(capsys, args_for(dest))
+    assert result["rc"] == 0 and result["changed"] is True, result
+    text = dest.read_text()
+    assert text == result["content"]
+    assert yaml.safe_load(text) == result["dataplane"]
+    assert result["dataplane"]["networking"]["transparentProxying"] == {
+        "redirectPortInbound": 15006,
+        "redirectPortOutbound": 15001,
+        "ipFamilyMode": "DualStack",
+    }
+    assert stat.S_IMODE(os.stat(str(dest)).st_mode) == 0o640
+    assert result["kuma_major"] == 2 and result["path"] == str(dest)
+    assert [p.name for p in dest.parent.iterdir()] == ["dataplane.yaml"]  # no temporary file left
+
+
+def test_second_run_changes_nothing(capsys, dest):
+    assert run_module(capsys, args_for(dest))["changed"] is True
+    age(dest)
+    before = snapshot(dest)
+    result = run_module(capsys, args_for(dest), diff=True)
+    assert result["rc"] == 0 and result["changed"] is False, result
+    assert "diff" not in result
+    assert snapshot(dest) == before
+
+
+def test_changed_content_is_replaced_atomically_with_diff(capsys, dest):
+    run_module(capsys, args_for(dest))
+    old_text = dest.read_text()
+    age(dest)
+    result = run_module(capsys, args_for(dest, name="web-02"), diff=True)
+    assert result["changed"] is True
+    assert "name: web-02" in dest.read_text()
+    assert os.stat(str(dest)).st_mtime_ns != OLD * 10**9
+    (content_diff,) = result["diff"]
+    assert content_diff["before"] == old_text and content_diff["after"] == dest.read_text()
+    assert content_diff["before_header"] == content_diff["after_header"] == str(dest)
+
+
+def test_check_mode_writes_nothing(capsys, dest):
+    result = run_module(capsys, args_for(dest), check=True, diff=True)
+    assert result["rc"] == 0 and result["changed"] is True
+    assert not dest.exists()
+    assert result["diff"][0]["before"] == "" and result["diff"][0]["after"] == result["content"]
+
+    run_module(capsys, args_for(dest))
+    age(dest)
+    before = snapshot(dest)
+    result = run_module(capsys, args_for(dest, name="web-02", mode="0600"), check=True, diff=True)
+    assert result["changed"] is True
+    assert "name: web-02" in result["diff"][0]["after"]
+    assert result["diff"][1]["before"] == {"mode": "0640"} and result["diff"][1]["after"] == {"mode": "0600"}
+    assert snapshot(dest) == before
+
+
+def test_bad_input_leaves_the_file_byte_identical(capsys, dest):
+    run_module(capsys, args_for(dest))
+    age(dest)
+    before = snapshot(dest)
+    bad = args_for(dest, inbounds=[dict(port=8080, tags={"app": "web"})], address="0.0.0.0", mode="0600", owner="nobody")
+    result = run_module(capsys, bad)
+    assert result["rc"] == 1 and result["failed"] is True
+    assert result["errors"] == [
+        "address: '0.0.0.0' must not be 0.0.0.0 or ::",
+        "inbounds[0].tags: 'kuma.io/service' is required for Kuma 2.x",
+    ]
+    assert "inbounds[0].tags: 'kuma.io/service' is required for Kuma 2.x" in result["msg"]
+    assert snapshot(dest) == before
+    assert [p.name for p in dest.parent.iterdir()] == ["dataplane.yaml"]
+
+
+def test_bad_input_creates_no_file(capsys, dest):
+    result = run_module(capsys, args_for(dest, kuma_version="3.0.0"))
+    assert result["rc"] == 1
+    assert result["errors"][0].startswith("inbounds[0].tags: ")
+    assert not dest.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing the owner needs root")
+def test_owner_group_and_mode_are_applied(capsys, dest):
+    owner = pwd.getpwnam("nobody")
+    group = grp.getgrgid(owner.pw_gid)
+    result = run_module(capsys, args_for(dest, owner="nobody", group=group.gr_name, mode="0604"))
+    assert result["changed"] is True
+    ino, mode, uid, gid = (snapshot(dest)[i] for i in (1, 3, 4, 5))
+    assert (mode, uid, gid) == (0o604, owner.pw_uid, group.gr_gid)
+
+    # Only the attributes differ: they are corrected, the content is not rewritten.
+    age(dest)
+    result = run_module(capsys, args_for(dest, owner="root", group="root", mode="u=rw,g=r,o="), diff=True)
+    assert result["changed"] is True
+    after = snapshot(dest)
+    assert (after[1], after[2]) == (ino, OLD * 10**9)
+    assert (after[3], after[4], after[5]) == (0o640, 0, 0)
+    (attr_diff,) = result["diff"]
+    assert attr_diff["before"] == {"owner": owner.pw_uid, "group": group.gr_gid, "mode": "0604"}
+    assert attr_diff["after"] == {"owner": 0, "group": 0, "mode": "0640"}
+    assert run_module(capsys, args_for(dest, owner="root", group="root", mode="0640"))["changed"] is False
+
+
+def test_existing_file_mode_is_corrected_to_the_default(capsys, dest):
+    dest.write_bytes(b"old")
+    os.chmod(str(dest), 0o666)
+    run_module(capsys, args_for(dest))
+    assert stat.S_IMODE(os.stat(str(dest)).st_mode) == 0o640
+
+
+def test_state_absent(capsys, dest):
+    run_module(capsys, args_for(dest))
+    text = dest.read_text()
+    result = run_module(capsys, dict(path=str(dest), state="absent"), check=True, diff=True)
+    assert result["changed"] is True and dest.exists()
+    assert result["diff"]["before"] == text and result["diff"]["after"] == ""
+    result = run_module(capsys, dict(path=str(dest), state="absent"))
+    assert result["changed"] is True and not dest.exists()
+    assert run_module(capsys, dict(path=str(dest), state="absent"))["changed"] is False
+
+
+def test_missing_directory_fails_cleanly(capsys, tmp_path):
+    result = run_module(capsys, args_for(tmp_path / "nope" / "dataplane.yaml"))
+    assert result["rc"] == 1 and "does not exist" in result["msg"]
+    assert not (tmp_path / "nope").exists()
+
+
+def test_name_address_and_version_are_required_when_present(capsys, dest):
+    result = run_module(capsys, dict(path=str(dest), name="web-01"))
+    assert result["rc"] == 1
+    assert "kuma_version" in result["msg"] and "address" in result["msg"]
+    assert not dest.exists()
+
+
+def test_warnings_are_passed_on(capsys, dest):
+    result = run_module(
+        capsys, args_for(dest, kuma_version="3.0.0", inbounds=[dict(port=8080, name="http", protocol="http")])
+    )
+    assert result["changed"] is True
+    # ansible-core 2.19 returns structured warnings; older releases plain strings.
+    assert "Kuma 3.x generates no MeshService" in json.dumps(result["warnings"])
+
+
+def test_through_ansible(tmp_path):
+    """The real thing: the module shipped by AnsiballZ, module_utils imported from the collection."""
+    collections = tmp_path / "collections"
+    (collections / "ansible_collections" / "kuma").mkdir(parents=True)
+    (collections / "ansible_collections" / "kuma" / "mesh").symlink_to(ROOT)
+    dest = tmp_path / "dataplane.yaml"
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(collections),
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+        ANSIBLE_NOCOLOR="1",
+    )
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    module_args = json.dumps(args_for(dest, kuma_version="3.0.0", labels={"kuma.io/workload": "web"},
+                                      inbounds=[dict(port=8080, name="http", protocol="http")]))
+
+    def adhoc(*extra):
+        cmd = [ansible, "localhost", "-c", "local", "-i", "localhost,", "-m", "kuma.mesh.kuma_dataplane", "-a", module_args]
+        proc = subprocess.run(cmd + list(extra), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, check=False)
+        # "localhost | CHANGED => {...}"
+        head, body = (proc.stdout.decode().split(" => ", 1) + [""])[:2]
+        assert head.startswith("localhost | "), (proc.stdout, proc.stderr)
+        return proc.returncode, json.loads(body)
+
+    rc, result = adhoc("--check")
+    assert rc == 0 and result["changed"] is True and not dest.exists(), result
+    rc, result = adhoc()
+    assert rc == 0 and result["changed"] is True, result
+    assert yaml.safe_load(dest.read_text()) == result["dataplane"]
+    assert dest.read_text() == result["content"]
+    age(dest)
+    rc, result = adhoc()
+    assert rc == 0 and result["changed"] is False, result
+    assert os.stat(str(dest)).st_mtime_ns == OLD * 10**9
