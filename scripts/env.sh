@@ -8,3 +8,5 @@ export KUMA_MESH_CACHE="${KUMA_MESH_CACHE:-$KUMA_MESH_ROOT/.cache}"
 # taken from the `ansible` wheel (Galaxy is unreachable from these machines).
 export ANSIBLE_COLLECTIONS_PATH="$KUMA_MESH_CACHE/collections"
 export PATH="$KUMA_MESH_VENV/bin:$PATH"
+# Podman settings for the container test bed (written by scripts/testbed).
+export CONTAINERS_CONF="$KUMA_MESH_CACHE/containers/containers.conf"
