@@ -1,0 +1,95 @@
+"""Runs every Molecule scenario (molecule/<name>/molecule.yml) as one test.
+
+Each runs `molecule -c molecule/_shared/config.yml test -s <name>` from the
+repository root with the environment of scripts/env.sh; the output goes to
+tests/output/molecule-<name>.log and its tail is shown on failure. The
+scenario's containers are removed before and after, whatever happens.
+"""
+
+import glob
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+BASE_CONFIG = "molecule/_shared/config.yml"
+TIMEOUT = int(os.environ.get("KUMA_MESH_MOLECULE_TIMEOUT", "1800"))
+TAIL = 80
+
+
+def scenarios():
+    found = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "molecule", "*", "molecule.yml"))):
+        name = os.path.basename(os.path.dirname(path))
+        if not name.startswith("_"):
+            found.append(name)
+    return found
+
+
+def platform_names(name):
+    with open(os.path.join(ROOT, "molecule", name, "molecule.yml")) as f:
+        data = yaml.safe_load(f) or {}
+    return [p["name"] for p in data.get("platforms") or [] if isinstance(p, dict) and "name" in p]
+
+
+def remove_containers(name, env):
+    """Removes the scenario's containers: by its label and by its platform names."""
+    labelled = subprocess.run(
+        ["podman", "ps", "-a", "--format", "{{.Names}}", "--filter", f"label=kuma.mesh.scenario={name}"],
+        env=env, capture_output=True, text=True,
+    ).stdout.split()
+    names = sorted(set(labelled) | set(platform_names(name)))
+    if names:
+        subprocess.run(["podman", "rm", "-f", "-t", "5", "--ignore", *names],
+                       env=env, capture_output=True, text=True)
+    return names
+
+
+def tail(path, lines=TAIL):
+    with open(path, errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
+@pytest.mark.molecule
+@pytest.mark.parametrize("scenario", scenarios())
+def test_scenario(scenario, molecule_ready):
+    env = molecule_ready
+    out_dir = os.path.join(ROOT, "tests", "output")
+    os.makedirs(out_dir, exist_ok=True)
+    log_path = os.path.join(out_dir, f"molecule-{scenario}.log")
+    cmd = ["molecule", "-c", BASE_CONFIG, "test", "-s", scenario]
+    remove_containers(scenario, env)
+    start = time.monotonic()
+    try:
+        with open(log_path, "w") as log:
+            log.write("$ " + " ".join(cmd) + "\n")
+            log.flush()
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                rc = proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                pytest.fail(f"molecule test -s {scenario} timed out after {TIMEOUT} s; "
+                            f"log {log_path}, last lines:\n{tail(log_path)}", pytrace=False)
+            except BaseException:  # KeyboardInterrupt: stop molecule too
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+    finally:
+        left = remove_containers(scenario, env)
+    took = time.monotonic() - start
+    if rc != 0:
+        pytest.fail(f"molecule test -s {scenario} failed (exit {rc}, {took:.0f} s); "
+                    f"log {log_path}, last {TAIL} lines:\n{tail(log_path)}", pytrace=False)
+    print(f"molecule test -s {scenario}: {took:.0f} s (removed afterwards: {left or 'nothing'})")
