@@ -91,7 +91,8 @@ class Run(object):
         return self.saved[key]
 
     def choose_mode(self):
-        """Kuma's choice of backend, preferring one that already holds Kuma's rules."""
+        """Kuma's choice of backend, preferring one that already holds Kuma's rules,
+        and on a host with no rules at all the one ``iptables`` points to."""
         wanted = self.params["iptables_mode"]
         if wanted != "auto":
             if self.runner(wanted, "ipv4") is None:
@@ -113,7 +114,12 @@ class Run(object):
             docker_legacy = ipt.has_chain(legacy, "nat", rules.DOCKER_OUTPUT_CHAIN)
             docker_nft = ipt.has_chain(nft, "nat", rules.DOCKER_OUTPUT_CHAIN)
             return "legacy" if docker_legacy and not docker_nft else "nft"
-        return "legacy" if busy_legacy else "nft"
+        if busy_nft or busy_legacy:
+            return "legacy" if busy_legacy else "nft"
+        # No rules anywhere: Kuma would take nft; the backend the host's own
+        # `iptables` points to (update-alternatives) is what its admins see.
+        plain = host.find_executable("iptables")
+        return (plain and host.executable_mode(plain)) or "nft"
 
     # -- helpers ---------------------------------------------------------------
     def fail(self, msg, **extra):
@@ -231,6 +237,12 @@ class Run(object):
         mode = self.choose_mode()
         self.result["iptables_mode"] = mode
         wanted = self.wanted(mode)
+        if self.params["backend"] == "firewalld":
+            # imported here: only firewalld hosts need it
+            from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld
+
+            return tproxy_firewalld.run(self, wanted)
+        self.refuse_firewalld_managed(mode)
 
         # Every (backend, family) whose Kuma part must change, with its target.
         work = []
@@ -289,6 +301,21 @@ class Run(object):
             self.ipv6_passthrough_address("del")
         self.result["commands"] = self.commands()
         return self.result
+
+    def refuse_firewalld_managed(self, mode):
+        """Kuma's rules applied by firewalld live in its *_direct chains; editing
+        them with iptables would fight firewalld, so say which backend to use."""
+        for family in FAMILIES:
+            if self.runner(mode, family) is None:
+                continue
+            for table in self.tables(mode, family).values():
+                for chain in table.chains:
+                    if chain.endswith("_direct") and any(ipt.is_kuma_rule(chain, r) for r in table.rules[chain]):
+                        self.fail(
+                            "backend: 'iptables': Kuma's rules on this host are firewalld direct rules (%s %s); "
+                            "use backend: firewalld, or remove them first with backend: firewalld, state: absent"
+                            % (family, chain)
+                        )
 
     def roll_back(self, done):
         ok = True

@@ -93,6 +93,7 @@ ARGUMENT_SPEC = dict(
         ),
     ),
     protect_ssh_session=dict(type="bool", default=True),
+    backend=dict(type="str", default="iptables", choices=["iptables", "firewalld"]),
 )
 
 

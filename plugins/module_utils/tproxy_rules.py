@@ -19,6 +19,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ipaddress
+import shlex
 
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import (
     CHAIN_PREFIX,
@@ -178,6 +179,11 @@ class Rule(object):
                 for flag, value in param[2]:
                     words += ["--" + flag, value]
         return " ".join(words)
+
+    def args(self, comments=True):
+        """The rule's arguments after ``-A CHAIN`` / ``-I CHAIN n``, as a list
+        (what firewalld's direct interface takes)."""
+        return shlex.split(self.restore(comments))[3 if self.position else 2:]
 
     def saved(self, comments=True):
         """The line iptables-save prints for this rule (iptables 1.8, nft or legacy)."""

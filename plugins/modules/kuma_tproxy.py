@@ -79,8 +79,10 @@ options:
   iptables_mode:
     description:
       - Which iptables backend to write to.
-      - V(auto) chooses as Kuma does - the backend that already holds Kuma's rules,
-        else legacy when only legacy has rules, else nft.
+      - V(auto) chooses as Kuma does - the backend that already holds Kuma's rules, else the one
+        that holds rules (nft when both do, unless only legacy has Docker's C(DOCKER_OUTPUT) chain).
+        On a host with no rules at all it takes the backend the host's C(iptables) command points to
+        (C(update-alternatives)), where Kuma would take nft.
       - Kuma's rules found in the other backend are removed, so a switch leaves no duplicates.
     type: str
     choices: [auto, nft, legacy]
@@ -253,6 +255,32 @@ options:
       - Set V(false) only when something else keeps SSH reachable.
     type: bool
     default: true
+  backend:
+    description:
+      - Where Kuma's rules are kept.
+      - V(iptables) writes them into the kernel with C(iptables-restore), as kumactl does; they do not
+        survive a reboot by themselves.
+      - V(firewalld) keeps them as firewalld direct rules, ipv4 and ipv6, in firewalld's permanent
+        configuration (C(/etc/firewalld/direct.xml), so they survive C(firewall-cmd --reload), a restart
+        of firewalld and a reboot) and, while firewalld runs, in its runtime configuration too. Kuma's
+        C(KUMA_MESH_*) chains become direct chains; in every chain Kuma's rules get distinct priorities
+        in Kuma's order (inserted rules from -10000, appended rules and those of Kuma's chains from
+        10000), comments kept. Other direct chains, rules and passthroughs are left alone.
+      - With V(firewalld) and firewalld running, the permanent configuration is replaced in one D-Bus
+        call and the runtime one rule by rule (firewalld has no bulk call for runtime direct rules); a
+        failure puts both back as they were. With firewalld stopped, only C(direct.xml) is rewritten,
+        atomically and with every foreign byte kept; the rules take effect when firewalld starts.
+      - With V(firewalld), Kuma's rules found as plain iptables rules (written with V(iptables) or by
+        kumactl) are removed first, so traffic is not redirected twice. C(state=absent) removes every
+        Kuma direct entry, permanent and runtime, also those C(kumactl install transparent-proxy
+        --store-firewalld) wrote.
+      - V(firewalld) needs firewalld's Python client (Debian and RHEL package C(python3-firewall)) in the
+        module's Python while firewalld runs. With firewalld's default C(FirewallBackend=nftables),
+        firewalld flushes every iptables table when it applies its first direct rule and on every reload;
+        the module warns when other tools' iptables rules would be lost. See C(docs/firewalld.md).
+    type: str
+    choices: [iptables, firewalld]
+    default: iptables
 notes:
   - Kuma probes iptables extensions by running C(iptables -m X -h); this module does not, so that a
     no-change run starts no process but the C(iptables-save) reads. A missing extension makes the
@@ -345,6 +373,51 @@ failed_family:
   returned: when applying failed
   type: str
   sample: ipv6
+firewalld:
+  description: What the firewalld backend found and did.
+  returned: when O(backend=firewalld)
+  type: dict
+  contains:
+    running:
+      description: Whether firewalld was running (runtime and permanent configuration changed over D-Bus), or not
+        (only C(direct.xml) written).
+      returned: always
+      type: bool
+      sample: true
+    permanent_changed:
+      description: Whether Kuma's entries in the permanent direct configuration differed from the wanted ones.
+      returned: always
+      type: bool
+      sample: true
+    runtime_changed:
+      description: Whether Kuma's entries in firewalld's runtime direct configuration differed from the wanted ones.
+      returned: always
+      type: bool
+      sample: true
+    direct_xml:
+      description: The permanent direct configuration file.
+      returned: always
+      type: str
+      sample: /etc/firewalld/direct.xml
+    direct:
+      description: The wanted direct chains and rules per family, as C(firewall-cmd --direct --get-all-chains)
+        and C(--get-all-rules) print them.
+      returned: always
+      type: dict
+      sample:
+        ipv4: ["ipv4 nat KUMA_MESH_INBOUND", "ipv4 nat OUTPUT 10000 -m comment --comment '...' -p tcp -j KUMA_MESH_OUTBOUND"]
+    iptables_removed:
+      description: The iptables backends and families whose plain Kuma rules (written without firewalld) were removed.
+      returned: always
+      type: list
+      elements: str
+      sample: [nft ipv4]
+    calls:
+      description: The D-Bus calls that changed firewalld, in order (rollback calls included).
+      returned: always
+      type: list
+      elements: str
+      sample: ["direct.addChain ipv4 nat KUMA_MESH_INBOUND", "config.direct.update"]
 """
 
 from ansible.module_utils.basic import AnsibleModule
