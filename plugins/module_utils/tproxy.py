@@ -299,6 +299,8 @@ class Run(object):
             done.append((runner, before, extra))
         if ipv6_address == "del":
             self.ipv6_passthrough_address("del")
+        if self.params["state"] == "absent":
+            self.drop_emptied_nft_tables(done)
         self.result["commands"] = self.commands()
         return self.result
 
@@ -316,6 +318,27 @@ class Run(object):
                             "use backend: firewalld, or remove them first with backend: firewalld, state: absent"
                             % (family, chain)
                         )
+
+    def drop_emptied_nft_tables(self, done):
+        """iptables-nft creates a table on first use and never deletes it; after
+        uninstall, a table Kuma's rules left empty (no rules, no user chains,
+        ACCEPT policies) is deleted, which changes nothing for packets, so that
+        the host looks as it did before. Needs the nft command; without it the
+        empty tables stay."""
+        nft = host.find_executable("nft")
+        if nft is None:
+            return
+        for runner, before, extra in done:
+            if runner.mode != "nft":
+                continue
+            family = "ip6" if "ip6tables" in runner.save_path else "ip"
+            after = ipt.parse_save(runner.save())
+            for name in ipt.emptied_tables(before, after, extra):
+                args = [nft, "delete", "table", family, name]
+                self.other_commands.append(" ".join(args))
+                rc, _out, err = self.module.run_command(args)
+                if rc != 0:
+                    self.module.warn("could not delete the empty %s %s table: %s" % (family, name, err.strip()))
 
     def roll_back(self, done):
         ok = True

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import CHAIN_PREFIX, COMMENT_PREFIX
-from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_rules import TABLE_ORDER
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_rules import BUILTIN_CHAINS, TABLE_ORDER
 
 _CHAIN_REF = re.compile(r"(?:^|\s)-[jg]\s+%s" % CHAIN_PREFIX)
 
@@ -42,6 +42,7 @@ class SavedTable(object):
         self.name = name
         self.chains = []  # names, in save order
         self.rules = {}  # chain -> [rule lines, "-A CHAIN ..."]
+        self.policies = {}  # built-in chain -> policy
 
     def add_chain(self, name):
         if name not in self.rules:
@@ -64,7 +65,10 @@ def parse_save(text):
         elif current is None:
             continue
         elif line.startswith(":"):
-            current.add_chain(line[1:].split()[0])
+            fields = line[1:].split()
+            current.add_chain(fields[0])
+            if len(fields) > 1 and fields[1] != "-":
+                current.policies[fields[0]] = fields[1]
         elif line.startswith("-A "):
             chain = line.split()[1]
             current.add_chain(chain)
@@ -79,6 +83,21 @@ def has_existing_rules(tables):
         if table and len(table.chains) + sum(len(r) for r in table.rules.values()) > empty_lines:
             return True
     return False
+
+
+def emptied_tables(before, after, extra_owned=None):
+    """Tables that held Kuma's rules before and hold nothing at all now."""
+    names = []
+    kuma_before = owned_part(before, extra_owned)
+    for name, table in after.items():
+        if name not in kuma_before:
+            continue
+        if any(table.rules[c] for c in table.chains) or set(table.chains) - set(BUILTIN_CHAINS.get(name, ())):
+            continue
+        if any(policy != "ACCEPT" for policy in table.policies.values()):
+            continue
+        names.append(name)
+    return names
 
 
 def has_chain(tables, table, chain):

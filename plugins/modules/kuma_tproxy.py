@@ -31,7 +31,8 @@ description:
   - On any failure Kuma's part is put back as it was, so the host's rules end
     as they were before the run, and the error says what failed.
   - C(state=absent) removes exactly Kuma's rules and chains (also those written
-    by kumactl, in either iptables backend) and leaves every other rule as it was.
+    by kumactl, in either iptables backend) and leaves every other rule as it was;
+    nft tables that only Kuma's rules used are deleted again (with C(nft), when installed).
   - When the module runs over SSH, the port of that SSH session is kept out of
     inbound redirection unless O(protect_ssh_session=false), so a run cannot
     lock its own operator out.
