@@ -305,8 +305,17 @@ class Run(object):
         return self.result
 
     def refuse_firewalld_managed(self, mode):
-        """Kuma's rules applied by firewalld live in its *_direct chains; editing
+        """Kuma's rules kept by firewalld (its permanent direct configuration, and
+        its *_direct chains with FirewallBackend=iptables) are firewalld's; editing
         them with iptables would fight firewalld, so say which backend to use."""
+        from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld
+
+        entries = tproxy_firewalld.kuma_direct_entries()
+        if entries:
+            self.fail(
+                "backend: 'iptables': Kuma's rules on this host are firewalld direct rules (%s); "
+                "use backend: firewalld, or remove them first with backend: firewalld, state: absent" % entries[0]
+            )
         for family in FAMILIES:
             if self.runner(mode, family) is None:
                 continue

@@ -36,8 +36,9 @@ description:
   - When the module runs over SSH, the port of that SSH session is kept out of
     inbound redirection unless O(protect_ssh_session=false), so a run cannot
     lock its own operator out.
-  - This module does not make the rules survive a reboot; the
-    M(kuma.mesh.transparent_proxy) role does (systemd or firewalld).
+  - With O(backend=iptables) the rules do not survive a reboot by themselves; the
+    M(kuma.mesh.transparent_proxy) role adds a systemd unit for that. With O(backend=firewalld)
+    they are firewalld permanent direct rules and do.
 author:
   - kuma.mesh maintainers (@kuma-mesh)
 requirements:
