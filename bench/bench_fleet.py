@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""The site playbook on fleets of 1, 3 and 6 local container hosts: converge
+and no-change re-converge, time per host and how it grows. The re-converge
+must report zero changed tasks.
+
+    scripts/bootstrap && scripts/testbed && . scripts/env.sh && \
+        .venv/bin/python bench/bench_fleet.py [--sizes 1,3,6] [--forks 6]
+
+Hosts are Debian 12 systemd containers (network none) on this machine; the
+Kuma release is the stand-in archive (tests/standins), installed as an
+air-gapped archive. Writes JSON to bench/results/ and prints a table.
+Needs root and podman (scripts/testbed).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+VERSION = "2.14.3"
+IMAGE = "localhost/kuma-mesh-debian:12"
+
+
+def run(args, **kwargs):
+    return subprocess.run(args, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, **kwargs)
+
+
+def start_hosts(names):
+    for name in names:
+        subprocess.run(["podman", "rm", "-f", "-t", "5", "--ignore", name], check=False, stdout=subprocess.DEVNULL)
+        run(["podman", "run", "-d", "--name", name, "--hostname", name, "--systemd=always", "--network", "none",
+             "--cap-add", "NET_ADMIN,NET_RAW,SYS_ADMIN", "--label", "kuma.mesh.bench=1", IMAGE, "/sbin/init"])
+    for name in names:
+        for _ in range(90):
+            state = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True,
+                                   check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            time.sleep(1)
+
+
+def remove_hosts(names):
+    subprocess.run(["podman", "rm", "-f", "-t", "5", "--ignore"] + names, check=False, stdout=subprocess.DEVNULL)
+
+
+def inventory(path, names, work):
+    lines = ["kuma_dataplanes:", "  hosts:"] + ["    %s:" % n for n in names] + [
+        "  vars:",
+        "    ansible_connection: containers.podman.podman",
+        "    ansible_python_interpreter: /usr/bin/python3",
+        '    kuma_dp_version: "%s"' % VERSION,
+        "    kuma_dp_local_archive: %s/release/kuma-%s-linux-amd64.tar.gz" % (work, VERSION),
+        "    kuma_dp_cache_dir: %s/cache" % work,
+        "    kuma_dp_cp_address: https://kuma-cp.example.test:5678",
+        "    kuma_dp_token_src: %s/token" % work,
+        '    kuma_dp_name: "{{ inventory_hostname }}"',
+        "    kuma_dp_address: 192.0.2.1",
+        "    kuma_dp_inbounds: [{port: 9090, tags: {kuma.io/service: bench-app}}]",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def site(inv, forks):
+    start = time.perf_counter()
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", inv, "-f", str(forks), "kuma.mesh.site"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stdout[-4000:])
+    changed = sum(int(line.split("changed=")[1].split()[0]) for line in proc.stdout.splitlines() if "changed=" in line)
+    return took, changed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1,3,6")
+    parser.add_argument("--forks", type=int, default=6)
+    opts = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="kuma-mesh-bench-fleet-")
+    run([sys.executable, os.path.join(ROOT, "tests", "standins", "build_archive.py"), "--version", VERSION,
+         "--out", os.path.join(work, "release")])
+    run([sys.executable, os.path.join(ROOT, "tests", "standins", "make_token.py"), "--name", "bench",
+         "--out", os.path.join(work, "token")])
+    rows = []
+    for size in [int(s) for s in opts.sizes.split(",")]:
+        names = ["kuma-bench-%d-%d" % (size, i) for i in range(size)]
+        inv = os.path.join(work, "inventory-%d.yml" % size)
+        inventory(inv, names, work)
+        start_hosts(names)
+        try:
+            converge, changed_first = site(inv, opts.forks)
+            reconverge, changed_again = site(inv, opts.forks)
+        finally:
+            remove_hosts(names)
+        rows.append({"hosts": size, "converge_s": converge, "reconverge_s": reconverge,
+                     "converge_per_host_s": converge / size, "reconverge_per_host_s": reconverge / size,
+                     "changed_converge": changed_first, "changed_reconverge": changed_again})
+    base = rows[0]
+    for row in rows:
+        row["converge_growth"] = row["converge_s"] / base["converge_s"]
+        row["reconverge_growth"] = row["reconverge_s"] / base["reconverge_s"]
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    out = os.path.join(ROOT, "bench", "results", "fleet-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
+    with open(out, "w") as f:
+        json.dump({"forks": opts.forks, "rows": rows}, f, indent=2)
+    print("%5s %11s %9s %13s %9s %11s %9s" % ("hosts", "converge s", "per host", "re-converge s", "per host",
+                                              "growth", "changed"))
+    for r in rows:
+        print("%5d %11.1f %9.1f %13.1f %9.1f %5.2f/%-5.2f %4d/%-4d" % (
+            r["hosts"], r["converge_s"], r["converge_per_host_s"], r["reconverge_s"], r["reconverge_per_host_s"],
+            r["converge_growth"], r["reconverge_growth"], r["changed_converge"], r["changed_reconverge"]))
+    print("written to %s" % out)
+    if any(r["changed_reconverge"] for r in rows):
+        raise SystemExit("the no-change re-converge reported changed tasks")
+
+
+if __name__ == "__main__":
+    main()
