@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The site playbook on fleets of 1, 3 and 6 local container hosts: converge
 and no-change re-converge, time per host and how it grows. The re-converge
 must report zero changed tasks.
@@ -37,7 +36,7 @@ def start_hosts(names):
         run(["podman", "run", "-d", "--name", name, "--hostname", name, "--systemd=always", "--network", "none",
              "--cap-add", "NET_ADMIN,NET_RAW,SYS_ADMIN", "--label", "kuma.mesh.bench=1", IMAGE, "/sbin/init"])
     for name in names:
-        for _ in range(90):
+        for _attempt in range(90):
             state = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running"],
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True,
                                    check=False).stdout.strip()
@@ -80,7 +79,7 @@ def site(inv, forks):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--sizes", default="1,3,6")
     parser.add_argument("--forks", type=int, default=6)
     opts = parser.parse_args()

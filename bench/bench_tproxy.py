@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """kuma_tproxy against the same rules written with one ansible.builtin.iptables
 task per rule, each against the floor (one trivial module round trip), all
 measured in the same run on the same kind of host: a fresh network namespace
@@ -148,7 +147,7 @@ def count_processes():
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--rounds", type=int, default=5)
     opts = parser.parse_args()
     subprocess.run(["id", "kuma-dp"], stdout=subprocess.DEVNULL, check=True)

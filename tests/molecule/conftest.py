@@ -41,7 +41,7 @@ def unusable_reason():
         return "molecule is not in the venv: run scripts/bootstrap"
     try:
         info = subprocess.run(["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"],
-                              env=env, capture_output=True, text=True, timeout=60)
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"podman is unusable: {exc}"
     if info.returncode != 0:

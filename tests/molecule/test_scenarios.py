@@ -41,12 +41,12 @@ def remove_containers(name, env):
     """Removes the scenario's containers: by its label and by its platform names."""
     labelled = subprocess.run(
         ["podman", "ps", "-a", "--format", "{{.Names}}", "--filter", f"label=kuma.mesh.scenario={name}"],
-        env=env, capture_output=True, text=True,
+        env=env, capture_output=True, text=True, check=False,
     ).stdout.split()
     names = sorted(set(labelled) | set(platform_names(name)))
     if names:
         subprocess.run(["podman", "rm", "-f", "-t", "5", "--ignore", *names],
-                       env=env, capture_output=True, text=True)
+                       env=env, capture_output=True, text=True, check=False)
     return names
 
 

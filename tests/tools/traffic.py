@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Real traffic for the tests: listeners and a client, standard library only.
 
   traffic.py origdst 4|6 PORT tcp|udp   a proxy stand-in: answers each TCP
