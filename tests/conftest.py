@@ -17,7 +17,10 @@ def _collections_dir():
         os.makedirs(os.path.join(base, "ansible_collections", "kuma"))
     link = os.path.join(base, "ansible_collections", "kuma", "mesh")
     if not os.path.exists(link):
-        os.symlink(ROOT, link)
+        try:
+            os.symlink(ROOT, link)
+        except FileExistsError:  # another pytest-xdist worker was first
+            pass
     return base
 
 
@@ -25,3 +28,16 @@ COLLECTIONS = _collections_dir()
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
+
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (--dist loadgroup, as scripts/run-tests runs it), keep
+    every test but the Molecule scenarios on one worker, in order: the
+    integration tests share the host's network stack and time their traffic,
+    while each scenario has its own containers and runs beside the others."""
+    import pytest
+
+    for item in items:
+        if item.get_closest_marker("molecule") is None:
+            item.add_marker(pytest.mark.xdist_group("host"))
