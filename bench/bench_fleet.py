@@ -97,6 +97,8 @@ def main():
         try:
             converge, changed_first = site(inv, opts.forks)
             reconverge, changed_again = site(inv, opts.forks)
+            print("%d hosts: converge %.1f s, re-converge %.1f s, load %.2f" % (
+                size, converge, reconverge, os.getloadavg()[0]), flush=True)
         finally:
             remove_hosts(names)
         rows.append({"hosts": size, "converge_s": converge, "reconverge_s": reconverge,
@@ -109,7 +111,8 @@ def main():
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     out = os.path.join(ROOT, "bench", "results", "fleet-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
     with open(out, "w") as f:
-        json.dump({"forks": opts.forks, "rows": rows}, f, indent=2)
+        json.dump({"forks": opts.forks, "cpus": os.cpu_count(), "load_after": os.getloadavg(), "rows": rows},
+                  f, indent=2)
     print("%5s %11s %9s %13s %9s %11s %9s" % ("hosts", "converge s", "per host", "re-converge s", "per host",
                                               "growth", "changed"))
     for r in rows:
