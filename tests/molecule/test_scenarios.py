@@ -18,7 +18,7 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BASE_CONFIG = "molecule/_shared/config.yml"
-TIMEOUT = int(os.environ.get("KUMA_MESH_MOLECULE_TIMEOUT", "1800"))
+TIMEOUT = int(os.environ.get("KUMA_MESH_MOLECULE_TIMEOUT", "2700"))
 TAIL = 80
 
 
