@@ -30,7 +30,6 @@ if COLLECTIONS not in sys.path:
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
 
 
-
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (--dist loadgroup, as scripts/run-tests runs it), keep
     every test but the Molecule scenarios on one worker, in order: the
