@@ -2,7 +2,8 @@
 
 Each runs `molecule -c molecule/_shared/config.yml test -s <name>` from the
 repository root with the environment of scripts/env.sh; the output goes to
-tests/output/molecule-<name>.log and its tail is shown on failure. The
+tests/output/molecule-<name>.log; on failure the test shows the log's failed
+and unreachable task results (CI keeps only the test's output) and its tail. The
 scenario's containers are removed before and after, whatever happens.
 """
 
@@ -60,6 +61,35 @@ def tail(path, lines=TAIL):
         return "".join(f.readlines()[-lines:])
 
 
+FAILURE_MARKERS = ("fatal: [", "failed: [", "UNREACHABLE!", "FAILED!", "ERROR!", "CRITICAL ")
+
+
+def failures(path, context=12, limit=6):
+    """The task results that failed, each with the lines that follow it
+    (the message), at most `limit` of them: the tail alone often shows only
+    Molecule's cleanup."""
+    with open(path, errors="replace") as f:
+        lines = f.readlines()
+    found = []
+    for i, line in enumerate(lines):
+        if not any(marker in line for marker in FAILURE_MARKERS):
+            continue
+        end = i + 1
+        while end < min(i + context, len(lines)) and not any(m in lines[end] for m in ("TASK [", "PLAY [", "fatal: [")):
+            end += 1
+        result = "".join(lines[i:end])
+        if "...ignoring" not in result:  # an expected failure
+            found.append(result)
+            if len(found) == limit:
+                break
+    return "\n[...]\n".join(found) or "(no failed task in the log)\n"
+
+
+def explain(path):
+    return (f"failed or unreachable tasks:\n{failures(path)}\n"
+            f"last {TAIL} lines of {path}:\n{tail(path)}")
+
+
 @pytest.mark.molecule
 @pytest.mark.parametrize("scenario", scenarios())
 def test_scenario(scenario, molecule_ready):
@@ -86,7 +116,7 @@ def test_scenario(scenario, molecule_ready):
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                 pytest.fail(f"molecule test -s {scenario} timed out after {TIMEOUT} s; "
-                            f"log {log_path}, last lines:\n{tail(log_path)}", pytrace=False)
+                            + explain(log_path), pytrace=False)
             except BaseException:  # KeyboardInterrupt: stop molecule too
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -96,5 +126,5 @@ def test_scenario(scenario, molecule_ready):
     took = time.monotonic() - start
     if rc != 0:
         pytest.fail(f"molecule test -s {scenario} failed (exit {rc}, {took:.0f} s); "
-                    f"log {log_path}, last {TAIL} lines:\n{tail(log_path)}", pytrace=False)
+                    + explain(log_path), pytrace=False)
     print(f"molecule test -s {scenario}: {took:.0f} s (removed afterwards: {left or 'nothing'})")
