@@ -51,14 +51,24 @@ def _if_inet6(path="/proc/net/if_inet6"):
         return []
 
 
+LOOPBACK_IPV6 = "0" * 31 + "1"
+PASSTHROUGH_IPV6 = "0" * 31 + "6"
+
+
 def has_local_ipv6(path="/proc/net/if_inet6"):
-    """Kuma's HasLocalIPv6: any IPv6 address that is not loopback (::1)."""
-    return any(addr != "0" * 31 + "1" for addr, _iface in _if_inet6(path))
+    """Kuma's HasLocalIPv6: any IPv6 address that is not loopback (::1).
+
+    ::6 does not count either: it is the passthrough source Kuma itself puts
+    on the loopback once it has decided for IPv6 (and kuma-dp.service puts
+    back at start). Counting it would turn IPv6 on at the second run on a
+    host whose only IPv6 is one Kuma added, and kumactl never adds it there.
+    """
+    return any(addr not in (LOOPBACK_IPV6, PASSTHROUGH_IPV6) for addr, _iface in _if_inet6(path))
 
 
 def has_inbound_passthrough_ipv6(path="/proc/net/if_inet6"):
     """Whether ::6/128, Kuma's IPv6 passthrough source, sits on the loopback."""
-    return any(addr == "0" * 31 + "6" for addr, _iface in _if_inet6(path))
+    return any(addr == PASSTHROUGH_IPV6 for addr, _iface in _if_inet6(path))
 
 
 def loopback_name(path="/sys/class/net"):

@@ -5,10 +5,11 @@ failure, the xtables lock, bad input and the SSH session."""
 import os
 import stat
 import subprocess
+import uuid
 
 import pytest
 
-from netns import ROOT, run_module
+from netns import ROOT, Namespace, run_module
 
 GOLDEN = os.path.join(os.path.dirname(ROOT), "shared", "kuma-golden", "e2e-iptables-save")
 
@@ -196,6 +197,22 @@ def test_ipv4_mode_removes_kumas_ipv6_rules(pair):
     result = run_module(host, dict(FULL, ip_family_mode="ipv4"))
     assert result["changed"] and result["families"] == ["ipv4"]
     assert "KUMA_MESH" not in host.save("ipv6") and "KUMA_MESH" in host.save("ipv4")
+
+
+def test_host_without_ipv6_stays_ipv4_only_when_passthrough_address_appears():
+    """A host whose only IPv6 is ::1 gets Kuma's IPv4 rules only, as kumactl
+    does; ::6 on the loopback (kuma-dp.service, or an earlier run, puts it
+    there) does not turn IPv6 on at the next run."""
+    ns = Namespace("kmlo-" + uuid.uuid4().hex[:6])
+    try:
+        first = run_module(ns, FULL)
+        assert first["changed"] and first["families"] == ["ipv4"], first
+        ns.run("ip", "-6", "addr", "add", "::6/128", "dev", "lo")
+        again = run_module(ns, FULL)
+        assert again["changed"] is False and again["families"] == ["ipv4"], again
+        assert "KUMA_MESH" not in ns.save("ipv6") and "KUMA_MESH" in ns.save("ipv4")
+    finally:
+        ns.delete()
 
 
 def test_comments_disabled_is_idempotent_and_uninstallable(pair):
