@@ -1,6 +1,8 @@
 """The site playbook on fleets of 1, 3 and 6 local container hosts: converge
 and no-change re-converge, time per host and how it grows. The re-converge
-must report zero changed tasks.
+must report zero changed tasks. The peer, measured on the same hosts in the
+same run, is the floor: a playbook with one ansible.builtin.ping task, one
+trivial module round trip per host.
 
     scripts/bootstrap && scripts/testbed && . scripts/env.sh && \
         .venv/bin/python bench/bench_fleet.py [--sizes 1,3,6] [--forks 6]
@@ -67,9 +69,19 @@ def inventory(path, names, work):
         f.write("\n".join(lines) + "\n")
 
 
-def site(inv, forks):
+FLOOR_PLAYBOOK = """\
+- name: Floor, one trivial module round trip per host
+  hosts: kuma_dataplanes
+  gather_facts: false
+  tasks:
+    - name: Ping
+      ansible.builtin.ping:
+"""
+
+
+def playbook(inv, forks, play):
     start = time.perf_counter()
-    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", inv, "-f", str(forks), "kuma.mesh.site"],
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", inv, "-f", str(forks), play],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     took = time.perf_counter() - start
     if proc.returncode != 0:
@@ -88,6 +100,9 @@ def main():
          "--out", os.path.join(work, "release")])
     run([sys.executable, os.path.join(ROOT, "tests", "standins", "make_token.py"), "--name", "bench",
          "--out", os.path.join(work, "token")])
+    floor_play = os.path.join(work, "floor.yml")
+    with open(floor_play, "w") as f:
+        f.write(FLOOR_PLAYBOOK)
     rows = []
     for size in [int(s) for s in opts.sizes.split(",")]:
         names = ["kuma-bench-%d-%d" % (size, i) for i in range(size)]
@@ -95,17 +110,20 @@ def main():
         inventory(inv, names, work)
         start_hosts(names)
         try:
-            converge, changed_first = site(inv, opts.forks)
-            reconverge, changed_again = site(inv, opts.forks)
-            print("%d hosts: converge %.1f s, re-converge %.1f s, load %.2f" % (
-                size, converge, reconverge, os.getloadavg()[0]), flush=True)
+            floor, _ = playbook(inv, opts.forks, floor_play)
+            converge, changed_first = playbook(inv, opts.forks, "kuma.mesh.site")
+            reconverge, changed_again = playbook(inv, opts.forks, "kuma.mesh.site")
+            print("%d hosts: floor %.1f s, converge %.1f s, re-converge %.1f s, load %.2f" % (
+                size, floor, converge, reconverge, os.getloadavg()[0]), flush=True)
         finally:
             remove_hosts(names)
-        rows.append({"hosts": size, "converge_s": converge, "reconverge_s": reconverge,
+        rows.append({"hosts": size, "floor_s": floor, "converge_s": converge, "reconverge_s": reconverge,
                      "converge_per_host_s": converge / size, "reconverge_per_host_s": reconverge / size,
                      "changed_converge": changed_first, "changed_reconverge": changed_again})
     base = rows[0]
     for row in rows:
+        row["converge_x_floor"] = row["converge_s"] / row["floor_s"]
+        row["reconverge_x_floor"] = row["reconverge_s"] / row["floor_s"]
         row["converge_growth"] = row["converge_s"] / base["converge_s"]
         row["reconverge_growth"] = row["reconverge_s"] / base["reconverge_s"]
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
@@ -113,11 +131,13 @@ def main():
     with open(out, "w") as f:
         json.dump({"forks": opts.forks, "cpus": os.cpu_count(), "load_after": os.getloadavg(), "rows": rows},
                   f, indent=2)
-    print("%5s %11s %9s %13s %9s %11s %9s" % ("hosts", "converge s", "per host", "re-converge s", "per host",
-                                              "growth", "changed"))
+    print("%5s %7s %11s %9s %8s %13s %9s %8s %11s %9s" % (
+        "hosts", "floor s", "converge s", "per host", "x floor", "re-converge s", "per host", "x floor",
+        "growth", "changed"))
     for r in rows:
-        print("%5d %11.1f %9.1f %13.1f %9.1f %5.2f/%-5.2f %4d/%-4d" % (
-            r["hosts"], r["converge_s"], r["converge_per_host_s"], r["reconverge_s"], r["reconverge_per_host_s"],
+        print("%5d %7.1f %11.1f %9.1f %8.1f %13.1f %9.1f %8.1f %5.2f/%-5.2f %4d/%-4d" % (
+            r["hosts"], r["floor_s"], r["converge_s"], r["converge_per_host_s"], r["converge_x_floor"],
+            r["reconverge_s"], r["reconverge_per_host_s"], r["reconverge_x_floor"],
             r["converge_growth"], r["reconverge_growth"], r["changed_converge"], r["changed_reconverge"]))
     print("written to %s" % out)
     if any(r["changed_reconverge"] for r in rows):
