@@ -75,6 +75,7 @@ options:
     description:
       - V(dualstack) writes IPv4 and IPv6 rules; V(ipv4) only IPv4 rules (and removes Kuma's IPv6 rules).
       - As in Kuma, IPv6 rules are skipped when the host has no non-loopback IPv6 address.
+        C(::6), the passthrough address Kuma itself puts on the loopback, does not count.
     type: str
     choices: [dualstack, ipv4]
     default: dualstack
