@@ -110,7 +110,7 @@ def main():
         inventory(inv, names, work)
         start_hosts(names)
         try:
-            floor, _ = playbook(inv, opts.forks, floor_play)
+            floor = playbook(inv, opts.forks, floor_play)[0]
             converge, changed_first = playbook(inv, opts.forks, "kuma.mesh.site")
             reconverge, changed_again = playbook(inv, opts.forks, "kuma.mesh.site")
             print("%d hosts: floor %.1f s, converge %.1f s, re-converge %.1f s, load %.2f" % (

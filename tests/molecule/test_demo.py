@@ -52,8 +52,8 @@ def test_demo_puts_three_hosts_into_the_mesh_and_down_removes_them(molecule_read
         assert proc.returncode == 0, f"scripts/demo failed (exit {proc.returncode}):\n{output[-6000:]}"
 
         recap = re.findall(r"(?m)^(%s\S*) +: ok=\d+ +changed=\d+ +unreachable=(\d+) +failed=(\d+)" % PREFIX, output)
-        assert sorted(host for host, _, _ in recap) == sorted(HOSTS), output[-3000:]
-        assert all(unreachable == "0" and failed == "0" for _, unreachable, failed in recap), output[-3000:]
+        assert sorted(entry[0] for entry in recap) == sorted(HOSTS), output[-3000:]
+        assert all(entry[1:] == ("0", "0") for entry in recap), output[-3000:]  # unreachable, failed
 
         for host in HOSTS:
             section = host_section(output, host)

@@ -11,12 +11,24 @@ import sys
 import pytest
 import yaml
 
+from ansible.module_utils import _internal as ansible_internal
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kuma.mesh.plugins.modules import kuma_dataplane
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OLD = 1000000000  # a past mtime, so any rewrite shows
+
+
+@pytest.fixture(autouse=True)
+def module_side(monkeypatch):
+    """Run main() as on a target host, whatever other tests imported.
+
+    Importing controller code (as test_free_form_commands does with ansible.parsing) flips
+    ansible.module_utils._internal.is_controller for the whole process; module warnings then go
+    to the controller's display instead of the result, as they never do in a real module process.
+    """
+    monkeypatch.setattr(ansible_internal, "is_controller", False)
 
 
 def args_for(path, **overrides):
