@@ -1,0 +1,55 @@
+# Test-bed only (not part of the collection): containers.podman.podman with
+# pipelining, as a fleet would use SSH with pipelining. The upstream plugin
+# runs `podman exec` without -i, so it cannot take a module on stdin, and it
+# mounts the container on every connection; every task then costs five
+# podman calls (mount, mkdir, run, rm and the module's copy through the
+# mount). Here a module is one `podman exec -i`, and the container is mounted
+# only when a file is copied (template, copy, fetch). See docs/testing.md.
+"""containers.podman.podman, with modules piped to ``podman exec -i``."""
+
+import shlex
+
+from ansible.module_utils.common.text.converters import to_native
+from ansible_collections.containers.podman.plugins.connection import podman
+
+# The options are those of containers.podman.podman (ansible_podman_executable...).
+DOCUMENTATION = podman.DOCUMENTATION
+
+
+class Connection(podman.Connection):
+    """Pipes in_data (a pipelined module) to the command's stdin; mounts lazily."""
+
+    transport = "podman_pipelined"
+    has_pipelining = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._mounted = False
+
+    def _connect(self):
+        # No `podman mount` here: most tasks only run a module.
+        self._connected = True
+        return self
+
+    def _mount(self):
+        if not self._mounted:
+            self._mounted = True
+            super()._connect()
+
+    def exec_command(self, cmd, in_data=None, sudoable=False):
+        if not self._connected:
+            self._connect()
+        if in_data is None:
+            return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        exec_args = ["exec", "-i"]
+        if self.user:
+            exec_args += ["--user", self.user]
+        return self._podman(exec_args, shlex.split(to_native(cmd, errors="surrogate_or_strict")), in_data)
+
+    def put_file(self, in_path, out_path):
+        self._mount()
+        return super().put_file(in_path, out_path)
+
+    def fetch_file(self, in_path, out_path):
+        self._mount()
+        return super().fetch_file(in_path, out_path)
