@@ -5,12 +5,14 @@ same run, is the floor: a playbook with one ansible.builtin.ping task, one
 trivial module round trip per host.
 
     scripts/bootstrap && scripts/testbed && . scripts/env.sh && \
-        .venv/bin/python bench/bench_fleet.py [--sizes 1,3,6] [--forks 6]
+        .venv/bin/python bench/bench_fleet.py [--sizes 1,3,6] [--forks 6] [--pipelining]
 
 Hosts are Debian 12 systemd containers (network none) on this machine; the
 Kuma release is the stand-in archive (tests/standins), installed as an
-air-gapped archive. Writes JSON to bench/results/ and prints a table.
-Needs root and podman (scripts/testbed).
+air-gapped archive. The hosts are reached with containers.podman.podman, or
+with --pipelining through the test bed's podman_pipelined (one podman call per
+module task, as SSH with pipelining reaches a real fleet). Writes JSON to
+bench/results/ and prints a table. Needs root and podman (scripts/testbed).
 """
 
 import argparse
@@ -25,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 VERSION = "2.14.3"
 IMAGE = "localhost/kuma-mesh-debian:12"
+CONNECTION_PLUGINS = os.path.join(ROOT, "molecule", "_shared", "connection_plugins")
 
 
 def run(args, **kwargs):
@@ -51,10 +54,10 @@ def remove_hosts(names):
     subprocess.run(["podman", "rm", "-f", "-t", "5", "--ignore"] + names, check=False, stdout=subprocess.DEVNULL)
 
 
-def inventory(path, names, work):
+def inventory(path, names, work, connection):
     lines = ["kuma_dataplanes:", "  hosts:"] + ["    %s:" % n for n in names] + [
         "  vars:",
-        "    ansible_connection: containers.podman.podman",
+        "    ansible_connection: %s" % connection,
         "    ansible_python_interpreter: /usr/bin/python3",
         '    kuma_dp_version: "%s"' % VERSION,
         "    kuma_dp_local_archive: %s/release/kuma-%s-linux-amd64.tar.gz" % (work, VERSION),
@@ -79,9 +82,9 @@ FLOOR_PLAYBOOK = """\
 """
 
 
-def playbook(inv, forks, play):
+def playbook(inv, forks, play, env):
     start = time.perf_counter()
-    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", inv, "-f", str(forks), play],
+    proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", inv, "-f", str(forks), play], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     took = time.perf_counter() - start
     if proc.returncode != 0:
@@ -94,7 +97,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--sizes", default="1,3,6")
     parser.add_argument("--forks", type=int, default=6)
+    parser.add_argument("--pipelining", action="store_true",
+                        help="reach the hosts through podman_pipelined (molecule/_shared/connection_plugins)")
     opts = parser.parse_args()
+    connection = "podman_pipelined" if opts.pipelining else "containers.podman.podman"
+    env = dict(os.environ)
+    if opts.pipelining:
+        env.update(ANSIBLE_CONNECTION_PLUGINS=CONNECTION_PLUGINS, ANSIBLE_PIPELINING="true")
     work = tempfile.mkdtemp(prefix="kuma-mesh-bench-fleet-")
     run([sys.executable, os.path.join(ROOT, "tests", "standins", "build_archive.py"), "--version", VERSION,
          "--out", os.path.join(work, "release")])
@@ -107,12 +116,12 @@ def main():
     for size in [int(s) for s in opts.sizes.split(",")]:
         names = ["kuma-bench-%d-%d" % (size, i) for i in range(size)]
         inv = os.path.join(work, "inventory-%d.yml" % size)
-        inventory(inv, names, work)
+        inventory(inv, names, work, connection)
         start_hosts(names)
         try:
-            floor = playbook(inv, opts.forks, floor_play)[0]
-            converge, changed_first = playbook(inv, opts.forks, "kuma.mesh.site")
-            reconverge, changed_again = playbook(inv, opts.forks, "kuma.mesh.site")
+            floor = playbook(inv, opts.forks, floor_play, env)[0]
+            converge, changed_first = playbook(inv, opts.forks, "kuma.mesh.site", env)
+            reconverge, changed_again = playbook(inv, opts.forks, "kuma.mesh.site", env)
             print("%d hosts: floor %.1f s, converge %.1f s, re-converge %.1f s, load %.2f" % (
                 size, floor, converge, reconverge, os.getloadavg()[0]), flush=True)
         finally:
@@ -129,7 +138,8 @@ def main():
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     out = os.path.join(ROOT, "bench", "results", "fleet-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
     with open(out, "w") as f:
-        json.dump({"forks": opts.forks, "cpus": os.cpu_count(), "load_after": os.getloadavg(), "rows": rows},
+        json.dump({"forks": opts.forks, "connection": connection, "cpus": os.cpu_count(),
+                   "load_after": os.getloadavg(), "rows": rows},
                   f, indent=2)
     print("%5s %7s %11s %9s %8s %13s %9s %8s %11s %9s" % (
         "hosts", "floor s", "converge s", "per host", "x floor", "re-converge s", "per host", "x floor",
