@@ -1,10 +1,10 @@
 # Test-bed only (not part of the collection): containers.podman.podman with
 # pipelining, as a fleet would use SSH with pipelining. The upstream plugin
 # runs `podman exec` without -i, so it cannot take a module on stdin, and it
-# mounts the container on every connection; every task then costs five
-# podman calls (mount, mkdir, run, rm and the module's copy through the
-# mount). Here a module is one `podman exec -i`, and the container is mounted
-# only when a file is copied (template, copy, fetch). See docs/testing.md.
+# mounts the container on every connection; a module task then costs six
+# podman calls (mount, echo ~, mkdir, chmod, the run, rm). Here it is one
+# `podman exec -i`, and the container is mounted only when a file is copied
+# (template, copy, fetch). See docs/testing.md.
 """containers.podman.podman, with modules piped to ``podman exec -i``."""
 
 import shlex
