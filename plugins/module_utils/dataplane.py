@@ -32,20 +32,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
 import json
 import os
 import re
 import tempfile
 
-from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
-
-try:
-    import netaddr
-
-    HAS_NETADDR = True
-except ImportError:  # pragma: no cover - reported by the module
-    HAS_NETADDR = False
 
 SERVICE_TAG = "kuma.io/service"
 PROTOCOL_TAG = "kuma.io/protocol"
@@ -90,8 +83,19 @@ _DNS_NAME = re.compile(r"([a-zA-Z0-9_]{1}[a-zA-Z0-9_-]{0,62}){1}(\.[a-zA-Z0-9_]{
 # k8s.io/apimachinery/pkg/util/validation: IsQualifiedName, IsValidLabelValue
 _QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _DNS1123_SUBDOMAIN = _IDENTIFIER
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # k8s.io/apimachinery/pkg/api/validation: NameIsDNS1035Label
 _DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+
+# C0 and C1 controls, DEL, unpaired surrogates, and the Unicode line/paragraph
+# separators and BOM that YAML readers treat specially.
+_FORBIDDEN_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\ufeff]")
+# protojson's google.protobuf.Duration: seconds with up to 9 fractional digits and an "s".
+_DURATION = re.compile(r"([0-9]{1,12})(?:\.([0-9]{1,9}))?s")
+_MAX_DURATION_SECONDS = 315576000000  # durationpb CheckValid: +-10000 years
+_UINT32_MAX = 4294967295
+# net/url unescape: '%' must be followed by two hex digits.
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 _VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+][0-9A-Za-z.+-]*)?")
 
@@ -122,13 +126,57 @@ def parse_kuma_version(version):
 
 
 # -- small value checks ---------------------------------------------------------
+# Go's net.ParseIP (Go 1.22+: netip.ParseAddr, zones refused). IPv4: exactly four
+# decimal fields 0-255, no leading zeros; IPv6: hextets of 1-4 hex digits, at most
+# one "::" standing for at least one group, an optional dotted IPv4 tail (same
+# IPv4 rules), no zone ("%eth0"). Python's ipaddress differs in the details
+# (scope ids since 3.9, leading zeros before 3.8.12/3.9.5), so the IPv4 parts
+# are checked here and ipaddress only gets what Go would accept.
+_GO_IPV4 = re.compile(r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")
+_GO_IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
+_V4_IN_V6_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+
+def parse_ip(value):
+    """Go's net.ParseIP(value) as 16 bytes (IPv4 in its IPv4-mapped form, as Go stores it), or None."""
+    if not isinstance(value, str) or not value or len(value) > 64:
+        return None
+    if ":" not in value:
+        if _full(_GO_IPV4, value):
+            return _V4_IN_V6_PREFIX + bytes(int(x) for x in value.split("."))
+        return None
+    if not _full(_GO_IPV6_CHARS, value):
+        return None  # zone ids, spaces, brackets, prefix lengths
+    head, sep, tail = value.rpartition(":")
+    if "." in head:
+        return None
+    if "." in tail and not _full(_GO_IPV4, tail):
+        return None
+    try:
+        return ipaddress.IPv6Address(value).packed
+    except ValueError:
+        return None
+
+
 def is_ip(value):
-    """Go's net.ParseIP(value) != nil: dotted-quad IPv4 (no leading zeros) or IPv6, no zone."""
-    return bool(value) and (netaddr.valid_ipv4(value, flags=netaddr.INET_PTON) or netaddr.valid_ipv6(value))
+    """Go's net.ParseIP(value) != nil."""
+    return parse_ip(value) is not None
 
 
 def is_ipv4(value):
-    return bool(value) and netaddr.valid_ipv4(value, flags=netaddr.INET_PTON)
+    """govalidator.IsIPv4 as Kuma uses it: net.ParseIP accepts it and it has a '.' (so ::ffff:10.0.0.1 counts)."""
+    return is_ip(value) and "." in value
+
+
+def is_unspecified(value):
+    """Go's net.IP.IsUnspecified: 0.0.0.0 (also as ::ffff:0.0.0.0) or ::."""
+    packed = parse_ip(value)
+    return packed is not None and packed in (b"\x00" * 16, _V4_IN_V6_PREFIX + b"\x00" * 4)
+
+
+def is_loopback_v4(value):
+    """net.ParseIP(value).Equal(127.0.0.1)."""
+    return parse_ip(value) == _V4_IN_V6_PREFIX + b"\x7f\x00\x00\x01"
 
 
 def is_dns_name(value):
@@ -142,9 +190,8 @@ def _same_ip(a, b):
     """Kuma compares addresses as strings; two spellings of one IP are the same address too."""
     if a == b:
         return True
-    if is_ip(a) and is_ip(b):
-        return netaddr.IPAddress(a) == netaddr.IPAddress(b)
-    return False
+    packed = parse_ip(a)
+    return packed is not None and packed == parse_ip(b)
 
 
 def _is_int(value):
@@ -226,6 +273,12 @@ class _Checker(object):
             return None
         if not isinstance(value, str):
             self.error(path, "%r must be a string" % (value,))
+            return None
+        bad = _FORBIDDEN_CHAR.search(value)
+        if bad is not None:
+            # Collection rule: a control character (or an unpaired surrogate) in a
+            # Dataplane value is never meant, and several readers of the file choke on it.
+            self.error(path, "%r contains the control character %r, which no Dataplane value may contain" % (value, bad.group()))
             return None
         if "{{" in value:
             # app/kuma-dp/cmd/dataplane.go renders the file with mustache
@@ -309,11 +362,18 @@ def build(params):
             % WORKLOAD_LABEL
         )
 
+    advertised = _advertised_address(c, params.get("advertised_address"))
+    outbounds = _outbounds(c, params.get("outbounds"), params.get("kuma_dp_transparent_proxy"))
+    admin_port = _admin_port(c, params.get("admin_port"), address, inbounds, outbounds, (redirect_in, redirect_out))
+
     tp = dict(
         redirectPortInbound=redirect_in,
         redirectPortOutbound=redirect_out,
         ipFamilyMode=IP_FAMILY_MODES.get(ip_family_mode, ip_family_mode),
     )
+    direct = _direct_access_services(c, tp_params.get("direct_access_services"))
+    if direct:
+        tp["directAccessServices"] = direct
     services = _reachable_services(c, tp_params.get("reachable_services"))
     if services:
         tp["reachableServices"] = services
@@ -322,14 +382,26 @@ def build(params):
         tp["reachableBackends"] = dict(refs=refs)
 
     networking = dict(address=address)
+    if advertised:
+        networking["advertisedAddress"] = advertised
     if inbounds:
         networking["inbound"] = inbounds
+    if outbounds:
+        networking["outbound"] = outbounds
     networking["transparentProxying"] = tp
+    if admin_port is not None:
+        networking["admin"] = dict(port=admin_port)
 
     resource = dict(type="Dataplane", mesh=mesh, name=name)
     if labels:
         resource["labels"] = labels
     resource["networking"] = networking
+    metrics = _metrics(c, params.get("metrics"))
+    if metrics is not None:
+        resource["metrics"] = metrics
+    probes = _probes(c, params.get("probes"))
+    if probes is not None:
+        resource["probes"] = probes
     return BuildResult(resource, c.errors, c.warnings, major)
 
 
@@ -375,7 +447,7 @@ def _address(c, address):
     if address == "":
         c.error("address", "address can't be empty")
         return address
-    if is_ip(address) and netaddr.IPAddress(address).value == 0:
+    if is_unspecified(address):
         c.error("address", "%r must not be 0.0.0.0 or ::" % (address,))
     elif not is_ip(address) and not is_dns_name(address):
         c.error("address", "%r: address has to be valid IP address or domain name" % (address,))
@@ -555,6 +627,8 @@ def _inbound(c, path, inbound, dp_address):
         _protocol(c, path + ".protocol", protocol)
         item["protocol"] = protocol
 
+    _inbound_health(c, path, inbound, item)
+
     raw_tags = inbound.get("tags")
     if c.major == 3:
         if raw_tags:
@@ -570,19 +644,15 @@ def _inbound(c, path, inbound, dp_address):
     tags = c.string_map(path + ".tags", raw_tags)
     _tags_2x(c, path + ".tags", tags)
     item["tags"] = tags
+    # Kuma's field order: tags before serviceProbe, health and state.
+    for field in ("serviceProbe", "health", "state"):
+        if field in item:
+            item[field] = item.pop(field)
     return item
 
 
-def _tags_2x(c, path, tags):
-    """validators.go ValidateTags with the inbound's kuma.io/protocol check (Kuma 2.14)."""
-    if PROTOCOL_TAG in tags and "%s[%r]" % (path, PROTOCOL_TAG) not in c.reported:
-        value = tags[PROTOCOL_TAG]
-        if value.lower() not in _PARSED_PROTOCOLS[2]:
-            c.error(
-                "%s[%r]" % (path, PROTOCOL_TAG),
-                "tag %r has an invalid value %r. Allowed values: %s"
-                % (PROTOCOL_TAG, value, ", ".join(_SUPPORTED_PROTOCOLS[2])),
-            )
+def _tags_syntax(c, path, tags):
+    """validators.go validateTagKeyValues and ValidateTags' value check: key and value syntax."""
     for key in sorted(tags):
         value = tags[key]
         kpath = "%s[%r]" % (path, key)
@@ -596,6 +666,19 @@ def _tags_2x(c, path, tags):
             c.error(kpath, "tag value must be non-empty")
         elif not _full(_TAG_VALUE, value):
             c.error(kpath, "%r: tag value must consist of alphanumeric characters, dots, dashes and underscores" % (value,))
+
+
+def _tags_2x(c, path, tags):
+    """validators.go ValidateTags with the inbound's kuma.io/protocol check (Kuma 2.14)."""
+    if PROTOCOL_TAG in tags and "%s[%r]" % (path, PROTOCOL_TAG) not in c.reported:
+        value = tags[PROTOCOL_TAG]
+        if value.lower() not in _PARSED_PROTOCOLS[2]:
+            c.error(
+                "%s[%r]" % (path, PROTOCOL_TAG),
+                "tag %r has an invalid value %r. Allowed values: %s"
+                % (PROTOCOL_TAG, value, ", ".join(_SUPPORTED_PROTOCOLS[2])),
+            )
+    _tags_syntax(c, path, tags)
     if SERVICE_TAG not in tags:
         # Kuma 2.14 requires it when an inbound has tags; inbounds without tags
         # need the CP's experimental inboundTagsDisabled, off by default.
@@ -612,6 +695,8 @@ def _reachable_services(c, services):
             c.error(path, "%r was removed in Kuma 3.x; use transparent_proxying.reachable_backends" % (services,))
         return []
     out = []
+    if _list_or_error(c, path, services) is None:
+        return out
     for i, service in enumerate(services):
         ipath = "%s[%d]" % (path, i)
         service = c.plain(ipath, service)
@@ -636,6 +721,8 @@ def _reachable_backends(c, refs):
         return None
     path = "transparent_proxying.reachable_backends"
     out = []
+    if _list_or_error(c, path, refs) is None:
+        return out
     for i, ref in enumerate(refs):
         ipath = "%s[%d]" % (path, i)
         if not isinstance(ref, dict):
@@ -659,6 +746,11 @@ def _reachable_backends(c, refs):
             c.error(ipath + ".name", "name is required, when namespace is defined")
         if (name or namespace) and labels:
             c.error(ipath + ".labels", "labels cannot be defined when name is specified")
+        if namespace and (len(namespace) > 63 or not _full(_DNS1123_LABEL, namespace)):
+            # Kuma does not check it; a Kubernetes namespace is a DNS-1123 label (collection rule).
+            c.error(ipath + ".namespace", "%r: a namespace must be a lowercase RFC 1123 label of at most 63 "
+                    "characters (collection rule)" % (namespace,))
+        _selector_labels(c, ipath + ".labels", labels)
         if port is not None:
             # google.protobuf.UInt32Value; Kuma does not range-check it (collection rule).
             err = _port_error(port)
@@ -674,6 +766,467 @@ def _reachable_backends(c, refs):
         if labels:
             item["labels"] = labels
         out.append(item)
+    return out
+
+
+# -- fields added for Universal: health, outbounds, admin, 2.x extras ------------------
+INBOUND_STATES = ("Ready", "NotReady", "Ignored")  # dataplane.proto Inbound.State, protojson names
+PROMETHEUS_TLS_MODES = ("activeMTLSBackend", "providedTLS", "disabled")  # metrics.proto PrometheusTlsConfig.Mode
+OUTBOUND_DEFAULT_ADDRESS = "127.0.0.1"  # dataplane_helpers.go ToOutboundInterface
+
+
+def _removed_in_3(c, path, value, what):
+    """Refuse an option whose Dataplane field Kuma 3.x removed (dataplane.proto ``reserved``)."""
+    c.error(path, "%r: Kuma %s has no %s (the field was removed in 3.x, dataplane.proto reserves it)"
+            % (value, "3.x", what))
+
+
+def _dict_or_error(c, path, value):
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        c.error(path, "%r must be a dictionary" % (value,))
+        return None
+    return value
+
+
+def _list_or_error(c, path, value):
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        c.error(path, "%r must be a list" % (value,))
+        return None
+    return value
+
+
+def _duration(c, path, value):
+    """google.protobuf.Duration as protojson writes it ("10s", "0.5s"); Kuma's ValidateDuration."""
+    value = c.plain(path, value)
+    if value is None:
+        return None
+    m = _DURATION.fullmatch(value)
+    if m is None:
+        c.error(path, "%r must be a duration in seconds as Kuma's YAML spells it, e.g. '10s' or '0.5s'" % (value,))
+        return None
+    seconds = int(m.group(1))
+    if seconds == 0 and not (m.group(2) or "").strip("0"):
+        # validators.go ValidateDuration
+        c.error(path, "%r: must have a positive value" % (value,))
+    elif seconds > _MAX_DURATION_SECONDS:
+        c.error(path, "%r: must have a valid value" % (value,))
+    return value
+
+
+def _threshold(c, path, value):
+    """google.protobuf.UInt32Value; validators.go ValidateThreshold: positive."""
+    if value is None:
+        return None
+    if not _is_int(value) or value > _UINT32_MAX:
+        c.error(path, "%r must be an integer from 1 to %d" % (value, _UINT32_MAX))
+    elif value <= 0:
+        c.error(path, "%r: must have a positive value" % (value,))
+    return value
+
+
+def _inbound_health(c, path, inbound, item):
+    """Inbound serviceProbe, health and state (dataplane.proto; same on 2.14 and 3.x)."""
+    probe = _dict_or_error(c, path + ".service_probe", inbound.get("service_probe"))
+    if probe is not None:
+        ppath = path + ".service_probe"
+        out = {}
+        for opt, field in (("interval", "interval"), ("timeout", "timeout")):
+            value = _duration(c, "%s.%s" % (ppath, opt), probe.get(opt))
+            if value is not None:
+                out[field] = value
+        for opt, field in (("unhealthy_threshold", "unhealthyThreshold"), ("healthy_threshold", "healthyThreshold")):
+            value = _threshold(c, "%s.%s" % (ppath, opt), probe.get(opt))
+            if value is not None:
+                out[field] = value
+        # The TCP checker is the only one (Tcp tcp = 5); Kuma's docs write it out.
+        out["tcp"] = {}
+        item["serviceProbe"] = out
+    health = _dict_or_error(c, path + ".health", inbound.get("health"))
+    if health is not None:
+        ready = health.get("ready")
+        if not isinstance(ready, bool):
+            c.error(path + ".health.ready", "%r must be true or false" % (ready,))
+        item["health"] = dict(ready=ready)
+    state = inbound.get("state")
+    if state is not None:
+        if state not in INBOUND_STATES:
+            c.error(path + ".state", "%r: must be one of %s" % (state, ", ".join(INBOUND_STATES)))
+        item["state"] = state
+
+
+def _advertised_address(c, value):
+    path = "advertised_address"
+    value = c.plain(path, value)
+    if value is None or value == "":
+        return None
+    if c.major == 3:
+        # dataplane.proto (3.x): reserved 7, "Formerly advertisedAddress, see #15629".
+        _removed_in_3(c, path, value, "networking.advertisedAddress")
+        return None
+    # Kuma 2.14 does not validate it; it is used as the inbounds' advertised IP
+    # (dataplane_helpers.go ToInboundInterface). Collection rule: address's rules.
+    if is_unspecified(value):
+        c.error(path, "%r must not be 0.0.0.0 or ::" % (value,))
+    elif not is_ip(value) and (not is_dns_name(value) or re.fullmatch(r"[0-9.]+", value)):
+        c.error(path, "%r: advertisedAddress has to be valid IP address or domain name (collection rule)" % (value,))
+    return value
+
+
+def _outbounds(c, outbounds, tp_flag):
+    outbounds = _list_or_error(c, "outbounds", outbounds)
+    if not outbounds:
+        return []
+    if tp_flag is True:
+        # pkg/xds/bootstrap/generator.go dataplaneFor (2.14 and 3.x): a --dataplane-file
+        # Dataplane with outbounds is refused when kuma-dp runs with a transparent-proxy
+        # configuration.
+        c.error(
+            "outbounds",
+            "%d outbound(s) given, but kuma_dp_transparent_proxy is true: Kuma's control plane refuses them "
+            "at bootstrap (\"outbound: should be empty since dataplane is in Transparent Proxying mode\")"
+            % len(outbounds),
+        )
+    elif tp_flag is None:
+        c.warnings.append(
+            "outbounds: Kuma's control plane accepts networking.outbound only when kuma-dp runs without "
+            "--transparent-proxy/--transparent-proxy-config (pkg/xds/bootstrap/generator.go); set "
+            "kuma_dp_transparent_proxy to say how kuma-dp runs"
+        )
+    out = []
+    seen = {}
+    for i, outbound in enumerate(outbounds):
+        path = "outbounds[%d]" % i
+        if not isinstance(outbound, dict):
+            c.error(path, "%r must be a dictionary" % (outbound,))
+            continue
+        item = _outbound(c, path, outbound)
+        out.append(item)
+        port = item.get("port")
+        address = item.get("address") or OUTBOUND_DEFAULT_ADDRESS
+        key = (parse_ip(address) or address, port)
+        if _is_int(port) and key in seen:
+            # Collection rule: Envoy cannot bind two outbound listeners there.
+            c.error(path + ".port", "%r is already used by outbounds[%d] on address %r (collection rule)"
+                    % (port, seen[key], address))
+        else:
+            seen[key] = i
+    return out
+
+
+def _outbound(c, path, outbound):
+    """dataplane_validator.go validateOutbound (2.14: tags or backendRef; 3.x: backendRef only)."""
+    item = {}
+    address = c.plain(path + ".address", outbound.get("address"))
+    if address:
+        if not is_ip(address):
+            c.error(path + ".address", "%r: address has to be valid IP address" % (address,))
+        item["address"] = address
+    port = outbound.get("port")
+    err = _port_error(port)
+    if err:
+        c.error(path + ".port", err)
+    item["port"] = port
+
+    raw_tags = outbound.get("tags")
+    ref = _dict_or_error(c, path + ".backend_ref", outbound.get("backend_ref"))
+    if c.major == 3 and raw_tags:
+        # dataplane.proto (3.x): Outbound reserved "tags", see #17808.
+        c.error(path + ".tags", "%r: Kuma 3.x outbounds have no tags (the field was removed); use backend_ref"
+                % (raw_tags,))
+        raw_tags = None
+    if ref is not None and raw_tags:
+        c.error(path + ".backend_ref", "both backendRef and tags/service cannot be defined")
+    if ref is not None:
+        item["backendRef"] = _outbound_backend_ref(c, path + ".backend_ref", ref)
+    elif c.major == 3:
+        if not c.errors_for(path + ".tags"):
+            c.error(path + ".backend_ref", "must be defined")
+    else:
+        tags = c.string_map(path + ".tags", raw_tags)
+        if not tags:
+            c.error(path + ".tags", 'mandatory tag "kuma.io/service" is missing')
+        else:
+            _tags_syntax(c, path + ".tags", tags)
+            if SERVICE_TAG not in tags:
+                c.error(path + ".tags", 'mandatory tag "kuma.io/service" is missing')
+            item["tags"] = tags
+    return item
+
+
+def _outbound_backend_ref(c, path, ref):
+    kind = ref.get("kind")
+    name = c.plain(path + ".name", ref.get("name")) or ""
+    labels = c.string_map(path + ".labels", ref.get("labels"))
+    port = ref.get("port")
+    if kind not in BACKEND_KINDS:
+        c.error(path + ".kind", "%r: invalid value. Available values are: %s" % (kind, ",".join(BACKEND_KINDS)))
+    if not name and not labels:
+        c.error(path, "either 'name' or 'labels' should be specified")
+    if name:
+        # Kuma does not check the name; it names a resource (collection rule: Kuma's identifier rule).
+        if len(name) > 253:
+            c.error(path + ".name", "%r: value length must less or equal 253" % (name,))
+        elif not _full(_IDENTIFIER, name):
+            c.error(path + ".name", "%r: %s (collection rule)" % (name, IDENTIFIER_MSG))
+    _selector_labels(c, path + ".labels", labels)
+    if kind != "MeshExternalService" or port is not None:
+        # Required for MeshService and MeshMultiZoneService; for MeshExternalService Kuma
+        # takes the port from the endpoints (a given one must still be a port: collection rule).
+        err = _port_error(port)
+        if err:
+            c.error(path + ".port", err)
+    item = dict(kind=kind)
+    if name:
+        item["name"] = name
+    if port is not None:
+        item["port"] = port
+    if labels:
+        item["labels"] = labels
+    return item
+
+
+def _selector_labels(c, path, labels):
+    """Labels selecting MeshServices: Kubernetes label syntax (collection rule; Kuma does not check them)."""
+    for key in sorted(labels):
+        kpath = "%s[%r]" % (path, key)
+        if kpath in c.reported:
+            continue
+        for msg in qualified_name_errors(key):
+            c.error(kpath, "key %r: %s (collection rule)" % (key, msg))
+        for msg in label_value_errors(labels[key]):
+            c.error(kpath, "%r: %s (collection rule)" % (labels[key], msg))
+
+
+def _admin_port(c, port, dp_address, inbounds, outbounds, redirect_ports):
+    """networking.admin.port (EnvoyAdmin.port): dataplane_validator.go Validate, admin checks."""
+    if port is None:
+        return None
+    path = "admin_port"
+    err = _port_error(port)
+    if err:
+        # uint32 without a range rule in Kuma; Envoy binds it on 127.0.0.1 (collection rule).
+        c.error(path, err)
+        return port
+
+    def overlaps(address):
+        # dataplane_helpers.go overlap(127.0.0.1, net.ParseIP(address))
+        return is_unspecified(address) or is_loopback_v4(address)
+
+    for i, inbound in enumerate(inbounds):
+        dp_ip = inbound.get("address") or dp_address
+        workload_ip = inbound.get("serviceAddress") or dp_ip
+        workload_port = inbound.get("servicePort") or inbound.get("port")
+        if (port == inbound.get("port") and overlaps(dp_ip)) or (port == workload_port and overlaps(workload_ip)):
+            c.error(path, "%r: must differ from inbound (inbounds[%d] uses it on 127.0.0.1)" % (port, i))
+        elif port in (inbound.get("port"), workload_port):
+            c.error(path, "%r: must differ from inbound (inbounds[%d]'s application listens on it; collection rule)"
+                    % (port, i))
+    for i, outbound in enumerate(outbounds):
+        if port == outbound.get("port") and overlaps(outbound.get("address") or OUTBOUND_DEFAULT_ADDRESS):
+            c.error(path, "%r: must differ from outbound (outbounds[%d])" % (port, i))
+    if port in redirect_ports:
+        c.error(path, "%r is a redirect port of the transparent proxy, where kuma-dp listens (collection rule)" % (port,))
+    return port
+
+
+def _direct_access_services(c, services):
+    path = "transparent_proxying.direct_access_services"
+    services = _list_or_error(c, path, services)
+    if not services:
+        return []
+    out = []
+    for i, service in enumerate(services):
+        ipath = "%s[%d]" % (path, i)
+        service = c.plain(ipath, service)
+        if service is None:
+            continue
+        # direct_access_proxy_generator.go: '*' or a service name (collection rule: tag value syntax).
+        if service == "":
+            c.error(ipath, "cannot be empty")
+        elif service != "*" and not _full(_TAG_VALUE, service):
+            c.error(ipath, "%r: must be '*' or a service name of alphanumeric characters, dots, dashes, colons "
+                    "and underscores" % (service,))
+        out.append(service)
+    if "*" in out and len(out) > 1:
+        c.warnings.append("%s: '*' already makes every service directly accessible; the other entries add nothing" % path)
+    return out
+
+
+def _url_path(c, path, value, required=True):
+    """net/url ParseRequestURI as Kuma uses it for probe paths, plus: starts with '/', no whitespace (collection rule)."""
+    value = c.plain(path, value)
+    if value is None:
+        if required:
+            c.error(path, "should be a valid URL Path")
+        return None
+    if not value.startswith("/") or _BAD_PERCENT.search(value.split("?", 1)[0]) or re.search(r"\s", value):
+        c.error(path, "%r: should be a valid URL Path (starting with '/', no spaces)" % (value,))
+    return value
+
+
+def _probes(c, probes):
+    """Dataplane.probes (2.x; validateProbes)."""
+    probes = _dict_or_error(c, "probes", probes)
+    if probes is None:
+        return None
+    if c.major == 3:
+        _removed_in_3(c, "probes", probes, "probes (virtual probes)")
+        return None
+    out = {}
+    err = _port_error(probes.get("port"))
+    if err:
+        c.error("probes.port", err)
+    out["port"] = probes.get("port")
+    endpoints = _list_or_error(c, "probes.endpoints", probes.get("endpoints")) or []
+    items = []
+    for i, endpoint in enumerate(endpoints):
+        epath = "probes.endpoints[%d]" % i
+        if not isinstance(endpoint, dict):
+            c.error(epath, "%r must be a dictionary" % (endpoint,))
+            continue
+        err = _port_error(endpoint.get("inbound_port"))
+        if err:
+            c.error(epath + ".inbound_port", err)
+        items.append(
+            dict(
+                inboundPort=endpoint.get("inbound_port"),
+                inboundPath=_url_path(c, epath + ".inbound_path", endpoint.get("inbound_path")),
+                path=_url_path(c, epath + ".path", endpoint.get("path")),
+            )
+        )
+    if items:
+        out["endpoints"] = items
+    return out
+
+
+def _go_regexp_error(value):
+    """Whether Go's regexp (RE2) would compile ``value``, as far as Python can tell: None or why not."""
+    if re.search(r"\(\?[=!]|\(\?<[=!]|\\[1-9]|\(\?P=|\(\?[#(>]", value):
+        return "lookarounds, back-references, atomic groups and comments are not RE2 syntax"
+    try:
+        re.compile(value)
+    except (re.error, RecursionError, OverflowError, ValueError) as e:
+        return to_native(e)
+    return None
+
+
+def _metrics(c, metrics):
+    """Dataplane.metrics (2.x; validateMetricsBackend, mesh_validator.go validatePrometheusConfig)."""
+    metrics = _dict_or_error(c, "metrics", metrics)
+    if metrics is None:
+        return None
+    if c.major == 3:
+        _removed_in_3(c, "metrics", metrics, "Dataplane metrics (use the MeshMetric policy)")
+        return None
+    out = {}
+    name = c.plain("metrics.name", metrics.get("name"))
+    if name:
+        if not _full(_TAG_VALUE, name):
+            c.error("metrics.name", "%r: must consist of alphanumeric characters, dots, dashes, colons and "
+                    "underscores (collection rule)" % (name,))
+        out["name"] = name
+    mtype = metrics.get("type", "prometheus")
+    if mtype is None:
+        mtype = "prometheus"
+    if mtype != "prometheus":
+        c.error("metrics.type", '%r: unknown backend type. Available backends: "prometheus"' % (mtype,))
+    out["type"] = mtype
+    conf = _dict_or_error(c, "metrics.conf", metrics.get("conf"))
+    if conf is not None:
+        out["conf"] = _prometheus_conf(c, "metrics.conf", conf)
+    return out
+
+
+def _prometheus_conf(c, path, conf):
+    out = {}
+    port = conf.get("port")
+    if port is not None:
+        err = _port_error(port)
+        if err:
+            c.error(path + ".port", err + " (collection rule)")
+        out["port"] = port
+    mpath = _url_path(c, path + ".path", conf.get("path"), required=False)
+    if mpath is not None:
+        out["path"] = mpath
+    tags = c.string_map(path + ".tags", conf.get("tags"))
+    if tags:
+        _tags_syntax(c, path + ".tags", tags)
+        out["tags"] = tags
+    skip = conf.get("skip_mtls")
+    if skip is not None:
+        if not isinstance(skip, bool):
+            c.error(path + ".skip_mtls", "%r must be true or false" % (skip,))
+        out["skipMTLS"] = skip
+    tls = _dict_or_error(c, path + ".tls", conf.get("tls"))
+    if tls is not None:
+        mode = tls.get("mode", "activeMTLSBackend")
+        if mode is None:
+            mode = "activeMTLSBackend"
+        if mode not in PROMETHEUS_TLS_MODES:
+            c.error(path + ".tls.mode", "%r: must be one of %s" % (mode, ", ".join(PROMETHEUS_TLS_MODES)))
+        out["tls"] = dict(mode=mode)
+        if skip is not None and not ((skip is False and mode == "activeMTLSBackend") or (skip is True and mode == "disabled")):
+            c.error(path, "skipMTLS and tls configuration cannot be defined together")
+    envoy = _dict_or_error(c, path + ".envoy", conf.get("envoy"))
+    if envoy is not None:
+        eout = {}
+        regex = c.plain(path + ".envoy.filter_regex", envoy.get("filter_regex"))
+        if regex is not None:
+            why = _go_regexp_error(regex)
+            if why:
+                c.error(path + ".envoy.filter_regex", "%r: provided regexp isn't correct: %s" % (regex, why))
+            eout["filterRegex"] = regex
+        used_only = envoy.get("used_only")
+        if used_only is not None:
+            if not isinstance(used_only, bool):
+                c.error(path + ".envoy.used_only", "%r must be true or false" % (used_only,))
+            eout["usedOnly"] = used_only
+        out["envoy"] = eout
+    aggregate = _list_or_error(c, path + ".aggregate", conf.get("aggregate")) or []
+    items = []
+    names = {}
+    for i, agg in enumerate(aggregate):
+        apath = "%s.aggregate[%d]" % (path, i)
+        if not isinstance(agg, dict):
+            c.error(apath, "%r must be a dictionary" % (agg,))
+            continue
+        item = {}
+        name = c.plain(apath + ".name", agg.get("name"))
+        if name is None or name == "":
+            c.error(apath + ".name", "cannot be empty (collection rule)")
+        else:
+            if name in names:
+                c.error(apath + ".name", "duplicate entry: %s, values have to be unique" % (name,))
+            names.setdefault(name, i)
+            if not _full(_TAG_VALUE, name):
+                c.error(apath + ".name", "%r: must consist of alphanumeric characters, dots, dashes, colons and "
+                        "underscores (collection rule)" % (name,))
+            item["name"] = name
+        aport = agg.get("port")
+        err = _port_error(aport)
+        if err:
+            c.error(apath + ".port", err + " (collection rule)")
+        item["port"] = aport
+        apath_value = _url_path(c, apath + ".path", agg.get("path"), required=False)
+        if apath_value is not None:
+            item["path"] = apath_value
+        enabled = agg.get("enabled")
+        if enabled is not None:
+            if not isinstance(enabled, bool):
+                c.error(apath + ".enabled", "%r must be true or false" % (enabled,))
+            item["enabled"] = enabled
+        address = c.plain(apath + ".address", agg.get("address"))
+        if address:
+            if not is_ip(address):
+                c.error(apath + ".address", "%r: has to be valid IP address (collection rule)" % (address,))
+            item["address"] = address
+        items.append(item)
+    if items:
+        out["aggregate"] = items
     return out
 
 
@@ -777,9 +1330,6 @@ def run(module):
                 except OSError as e:
                     module.fail_json(msg="path: cannot remove %r: %s" % (path, to_native(e)), **result)
         return result
-
-    if not HAS_NETADDR:
-        module.fail_json(msg=missing_required_lib("netaddr"), **result)
 
     built = build(params)
     for warning in built.warnings:
