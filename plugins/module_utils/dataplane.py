@@ -1022,9 +1022,6 @@ def _admin_port(c, port, dp_address, inbounds, outbounds, redirect_ports):
         workload_port = inbound.get("servicePort") or inbound.get("port")
         if (port == inbound.get("port") and overlaps(dp_ip)) or (port == workload_port and overlaps(workload_ip)):
             c.error(path, "%r: must differ from inbound (inbounds[%d] uses it on 127.0.0.1)" % (port, i))
-        elif port in (inbound.get("port"), workload_port):
-            c.error(path, "%r: must differ from inbound (inbounds[%d]'s application listens on it; collection rule)"
-                    % (port, i))
     for i, outbound in enumerate(outbounds):
         if port == outbound.get("port") and overlaps(outbound.get("address") or OUTBOUND_DEFAULT_ADDRESS):
             c.error(path, "%r: must differ from outbound (outbounds[%d])" % (port, i))
@@ -1058,10 +1055,12 @@ def _direct_access_services(c, services):
 
 def _url_path(c, path, value, required=True):
     """net/url ParseRequestURI as Kuma uses it for probe paths, plus: starts with '/', no whitespace (collection rule)."""
-    value = c.plain(path, value)
     if value is None:
         if required:
             c.error(path, "should be a valid URL Path")
+        return None
+    value = c.plain(path, value)
+    if value is None:
         return None
     if not value.startswith("/") or _BAD_PERCENT.search(value.split("?", 1)[0]) or re.search(r"\s", value):
         c.error(path, "%r: should be a valid URL Path (starting with '/', no spaces)" % (value,))

@@ -266,8 +266,9 @@ options:
     description:
       - C(networking.admin.port) (Kuma 2.x and 3.x) - the port of Envoy's admin API on 127.0.0.1, instead
         of kuma-dp's default 9901 (for example when an application already uses 9901). 1-65535.
-      - Kuma refuses a port an inbound or outbound uses on 127.0.0.1; the module also refuses any
-        inbound port or service port and the redirect ports (collection rules).
+      - Kuma refuses a port an inbound or outbound uses on 127.0.0.1 (or on V(0.0.0.0)/V(::)); the module
+        also refuses the redirect ports (collection rule). An application bound to all addresses on the
+        same port as the admin API still collides with it, which Kuma cannot see.
     type: int
   advertised_address:
     description:

@@ -475,3 +475,657 @@ def test_rendered_resources_read_back_equal():
     for p in (params2(), params3(), params3(transparent_proxying=dict(reachable_backends=[]))):
         resource = dp.build(p).resource
         assert yaml.safe_load(dp.render(resource)) == resource
+
+
+# -- Go's net.ParseIP without netaddr ----------------------------------------------------
+@pytest.mark.parametrize(
+    "value",
+    [
+        "10.0.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "::",
+        "::1",
+        "fe80::1",
+        "2001:db8::8a2e:370:7334",
+        "2001:DB8::1",
+        "::ffff:10.0.0.1",
+        "::10.0.0.1",
+        "1:2:3:4:5:6:7::",
+        "1:2:3:4:5:6:1.2.3.4",
+        "0001:2:3:4:5:6:7:8",
+    ],
+)
+def test_parse_ip_accepts_what_go_accepts(value):
+    assert dp.is_ip(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "10.0.0.01",  # Go 1.17+: leading zeros refused
+        "010.0.0.1",
+        "10.0.0.256",
+        "10.0.0",
+        "10.0.0.1.",
+        " 10.0.0.1",
+        "10.0.0.1\n",
+        "1e1.0.0.1",
+        "0x0a.0.0.1",
+        "fe80::1%eth0",  # zones are refused by net.ParseIP
+        "fe80::1%1",
+        "[::1]",
+        "::1/128",
+        "1:2:3:4:5:6:7:8::",  # "::" must stand for at least one group
+        "1:2:3:4:5:6:7:8:9",
+        "12345::1",
+        "::ffff:010.0.0.1",  # the embedded IPv4 follows the IPv4 rules
+        "::ffff:10.0.0.256",
+        "1.2.3.4::",
+        "::1.2.3.4:5",
+        "١٠.0.0.1",  # non-ASCII digits
+        "::١",
+    ],
+)
+def test_parse_ip_refuses_what_go_refuses(value):
+    assert not dp.is_ip(value)
+
+
+def test_ipv4_mapped_addresses_compare_as_go_compares_them():
+    assert dp.parse_ip("::ffff:10.0.0.1") == dp.parse_ip("10.0.0.1")
+    assert dp.is_unspecified("::ffff:0.0.0.0") and dp.is_unspecified("0:0::0") and dp.is_unspecified("0.0.0.0")
+    assert dp.is_loopback_v4("::ffff:127.0.0.1") and not dp.is_loopback_v4("::1")
+    # govalidator.IsIPv4, which Kuma's ipFamilyMode check uses: ParseIP accepts it and it has a dot.
+    assert dp.is_ipv4("::ffff:10.0.0.1") and not dp.is_ipv4("fe80::1")
+
+
+def test_ipv4_mode_accepts_an_ipv4_mapped_address_as_kuma_does():
+    p = params3(address="::ffff:10.0.0.10", transparent_proxying=dict(ip_family_mode="ipv4"))
+    assert errors(p) == []
+
+
+def test_no_netaddr_on_the_target():
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(dp))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "netaddr" not in imported
+    assert imported <= {"__future__", "ipaddress", "json", "os", "re", "tempfile", "ansible"}
+
+
+# -- Universal fields: inbound health, outbounds, admin, 2.x extras ---------------------
+FULL_2X_TEXT = """\
+# Kuma Dataplane for kuma-dp run --dataplane-file. Managed by Ansible (kuma.mesh.kuma_dataplane).
+type: Dataplane
+mesh: default
+name: web-01
+networking:
+  address: "10.0.0.10"
+  advertisedAddress: "203.0.113.10"
+  inbound:
+    - port: 8080
+      tags:
+        kuma.io/protocol: http
+        kuma.io/service: web
+      serviceProbe:
+        interval: "10s"
+        timeout: "0.5s"
+        unhealthyThreshold: 3
+        healthyThreshold: 1
+        tcp: {}
+      health:
+        ready: false
+      state: NotReady
+  outbound:
+    - port: 10001
+      tags:
+        kuma.io/service: billing
+    - address: "127.0.0.2"
+      port: 10002
+      backendRef:
+        kind: MeshExternalService
+        name: payments
+  transparentProxying:
+    redirectPortInbound: 15006
+    redirectPortOutbound: 15001
+    ipFamilyMode: DualStack
+    directAccessServices:
+      - legacy-db
+      - "*"
+  admin:
+    port: 9902
+metrics:
+  name: prom-1
+  type: prometheus
+  conf:
+    port: 5670
+    path: "/metrics"
+    tags:
+      team: web
+    skipMTLS: true
+    tls:
+      mode: disabled
+    envoy:
+      filterRegex: "^cluster\\\\..*"
+      usedOnly: true
+    aggregate:
+      - name: app
+        port: 8081
+        path: "/stats"
+        enabled: true
+        address: "127.0.0.1"
+probes:
+  port: 9000
+  endpoints:
+    - inboundPort: 8080
+      inboundPath: "/healthz"
+      path: "/8080/healthz"
+"""
+
+
+def full_2x(**overrides):
+    inbound = dict(
+        port=8080,
+        tags={"kuma.io/service": "web", "kuma.io/protocol": "http"},
+        service_probe=dict(interval="10s", timeout="0.5s", healthy_threshold=1, unhealthy_threshold=3),
+        health=dict(ready=False),
+        state="NotReady",
+    )
+    return params2(
+        advertised_address="203.0.113.10",
+        admin_port=9902,
+        inbounds=[inbound],
+        outbounds=[
+            dict(port=10001, tags={"kuma.io/service": "billing"}),
+            dict(address="127.0.0.2", port=10002, backend_ref=dict(kind="MeshExternalService", name="payments")),
+        ],
+        kuma_dp_transparent_proxy=False,
+        transparent_proxying=dict(ip_family_mode="dualstack", direct_access_services=["legacy-db", "*"]),
+        metrics=dict(
+            name="prom-1",
+            type="prometheus",
+            conf=dict(
+                port=5670,
+                path="/metrics",
+                tags={"team": "web"},
+                skip_mtls=True,
+                tls=dict(mode="disabled"),
+                envoy=dict(filter_regex="^cluster\\..*", used_only=True),
+                aggregate=[dict(name="app", port=8081, path="/stats", enabled=True, address="127.0.0.1")],
+            ),
+        ),
+        probes=dict(port=9000, endpoints=[dict(inbound_port=8080, inbound_path="/healthz", path="/8080/healthz")]),
+        **overrides
+    )
+
+
+def test_full_2x_resource_text():
+    result = dp.build(full_2x())
+    assert result.errors == []
+    assert result.warnings == ["transparent_proxying.direct_access_services: '*' already makes every service "
+                               "directly accessible; the other entries add nothing"]
+    text = dp.render(result.resource)
+    assert text == FULL_2X_TEXT
+    assert yaml.safe_load(text) == result.resource
+
+
+FULL_3X_TEXT = """\
+# Kuma Dataplane for kuma-dp run --dataplane-file. Managed by Ansible (kuma.mesh.kuma_dataplane).
+type: Dataplane
+mesh: default
+name: web-01
+labels:
+  kuma.io/workload: web
+networking:
+  address: "10.0.0.10"
+  inbound:
+    - port: 8080
+      name: http
+      protocol: http
+      serviceProbe:
+        interval: "5s"
+        tcp: {}
+      state: Ignored
+  outbound:
+    - address: "127.0.0.1"
+      port: 10001
+      backendRef:
+        kind: MeshService
+        name: billing
+        port: 8080
+    - port: 10002
+      backendRef:
+        kind: MeshMultiZoneService
+        port: 80
+        labels:
+          kuma.io/display-name: billing
+  transparentProxying:
+    redirectPortInbound: 15006
+    redirectPortOutbound: 15001
+    ipFamilyMode: DualStack
+    directAccessServices:
+      - billing
+  admin:
+    port: 9902
+"""
+
+
+def full_3x(**overrides):
+    return params3(
+        admin_port=9902,
+        inbounds=[dict(port=8080, name="http", protocol="http", service_probe=dict(interval="5s"), state="Ignored")],
+        outbounds=[
+            dict(address="127.0.0.1", port=10001, backend_ref=dict(kind="MeshService", name="billing", port=8080)),
+            dict(port=10002, backend_ref=dict(kind="MeshMultiZoneService", port=80,
+                                              labels={"kuma.io/display-name": "billing"})),
+        ],
+        kuma_dp_transparent_proxy=False,
+        transparent_proxying=dict(ip_family_mode="dualstack", direct_access_services=["billing"]),
+        **overrides
+    )
+
+
+def test_full_3x_resource_text():
+    result = dp.build(full_3x())
+    assert result.errors == [] and result.warnings == []
+    text = dp.render(result.resource)
+    assert text == FULL_3X_TEXT
+    assert yaml.safe_load(text) == result.resource
+
+
+@pytest.mark.parametrize(
+    "overrides, option",
+    [
+        (dict(advertised_address="203.0.113.10"), "advertised_address"),
+        (dict(metrics=dict(type="prometheus")), "metrics"),
+        (dict(probes=dict(port=9000)), "probes"),
+        (dict(outbounds=[dict(port=10001, tags={"kuma.io/service": "billing"})]), "outbounds[0].tags"),
+    ],
+)
+def test_fields_kuma_3x_removed_are_refused_naming_option_value_and_version(overrides, option):
+    errs = errors(params3(kuma_dp_transparent_proxy=False, **overrides))
+    assert len(errs) == 1, errs
+    assert errs[0].startswith(option + ": ") and "Kuma 3.x" in errs[0]
+    value = list(overrides.values())[0]
+    shown = value[0]["tags"] if option.startswith("outbounds") else value
+    assert repr(shown) in errs[0]
+
+
+def test_outbounds_and_kuma_dp_transparent_proxy():
+    outbounds = [dict(port=10001, tags={"kuma.io/service": "billing"})]
+    # Kuma's Dataplane validator accepts outbounds with transparentProxying ...
+    assert errors(params2(outbounds=outbounds, kuma_dp_transparent_proxy=False)) == []
+    # ... the bootstrap refuses them when kuma-dp runs with a transparent-proxy configuration ...
+    assert_one_error(params2(outbounds=outbounds, kuma_dp_transparent_proxy=True),
+                     "should be empty since dataplane is in Transparent Proxying mode")
+    # ... and unset, the module says so.
+    result = dp.build(params2(outbounds=outbounds))
+    assert result.errors == [] and "--transparent-proxy" in result.warnings[0]
+    assert dp.build(params2()).warnings == []
+
+
+@pytest.mark.parametrize(
+    "outbound, expected",
+    [
+        # Kuma: "networking.outbound: empty service tag" / "port out of the range" / "invalid address"
+        (dict(port=3333, tags={}), ['outbounds[0].tags: mandatory tag "kuma.io/service" is missing']),
+        (dict(port=3333, tags={"version": "1"}), ['outbounds[0].tags: mandatory tag "kuma.io/service" is missing']),
+        (dict(port=3333, tags={"kuma.io/service": ""}), ["tag value must be non-empty"]),
+        (dict(port=0, tags={"kuma.io/service": "redis"}), ["outbounds[0].port: 0: port must be in the range [1, 65535]"]),
+        (dict(port=65536, tags={"kuma.io/service": "redis"}), ["port must be in the range [1, 65535]"]),
+        (dict(port=3333, address="invalid", tags={"kuma.io/service": "redis"}),
+         ["outbounds[0].address: 'invalid': address has to be valid IP address"]),
+        (dict(port=3333, address="10.0.0.01", tags={"kuma.io/service": "redis"}), ["address has to be valid IP address"]),
+        (dict(port=3333, tags={"kuma.io/service": "a b"}), ["tag value must consist of"]),
+        (dict(port=3333, tags={"kuma io": "x", "kuma.io/service": "redis"}), ["tag name must consist of"]),
+        # Kuma: "dataplane with empty backend ref"
+        (dict(port=3333, backend_ref=dict(kind="")), [
+            "outbounds[0].backend_ref.kind: '': invalid value. Available values are: "
+            "MeshExternalService,MeshMultiZoneService,MeshService",
+            "outbounds[0].backend_ref: either 'name' or 'labels' should be specified",
+            "outbounds[0].backend_ref.port: None: port must be in the range [1, 65535]",
+        ]),
+        # Kuma: "backend ref clashes with tags or service and missing port"
+        (dict(port=3333, tags={"kuma.io/service": "xyz"}, backend_ref=dict(kind="MeshService", name="xyz", port=8080)),
+         ["outbounds[0].backend_ref: both backendRef and tags/service cannot be defined"]),
+        (dict(port=3333, backend_ref=dict(kind="MeshService", name="xyz")), ["backend_ref.port: None: port must be"]),
+        (dict(port=3333, backend_ref=dict(kind="MeshService", name="Xyz", port=80)), ["invalid characters"]),
+        (dict(port=3333, backend_ref=dict(kind="MeshService", labels={"a/b/c": "x"}, port=80)), ["qualified name"]),
+        (dict(port=3333, backend_ref=dict(kind="MeshExternalService", name="x", port=70000)), ["port must be"]),
+    ],
+)
+def test_outbound_errors_2x(outbound, expected):
+    errs = errors(params2(outbounds=[outbound], kuma_dp_transparent_proxy=False))
+    assert len(errs) == len(expected), errs
+    for err, want in zip(errs, expected):
+        assert want in err, errs
+
+
+def test_outbound_3x_needs_a_backend_ref():
+    assert_one_error(params3(outbounds=[dict(port=3333)], kuma_dp_transparent_proxy=False),
+                     "outbounds[0].backend_ref: must be defined")
+
+
+def test_duplicate_outbounds_are_refused():
+    outbounds = [dict(port=3333, tags={"kuma.io/service": "a"}),
+                 dict(port=3333, address="::ffff:127.0.0.1", tags={"kuma.io/service": "b"})]
+    assert_one_error(params2(outbounds=outbounds, kuma_dp_transparent_proxy=False),
+                     "outbounds[1].port: 3333 is already used by outbounds[0]")
+
+
+@pytest.mark.parametrize(
+    "inbound, outbound, admin, expected",
+    [
+        # Kuma: "dataplane with admin port equal to inbound" / "... to outbound"
+        (dict(port=8080, service_port=7777, address="127.0.0.1"), dict(port=3333, address="127.0.0.1"), 8080,
+         "admin_port: 8080: must differ from inbound"),
+        (dict(port=8080, service_port=7777, address="127.0.0.1"), dict(port=3333, address="127.0.0.1"), 3333,
+         "admin_port: 3333: must differ from outbound"),
+        (dict(port=8080, service_port=7777, service_address="127.0.0.1"), dict(port=3333, address="10.0.0.5"), 7777,
+         "must differ from inbound"),
+        (dict(port=8080), dict(port=3333), 3333, "must differ from outbound"),  # outbound default 127.0.0.1
+        # Kuma: "... equal to inbound and outbound but different network interfaces" is valid
+        (dict(port=8080, service_port=7777, address="10.0.0.10"), dict(port=3333, address="10.0.0.10"), 8080, None),
+        (dict(port=8080), dict(port=3333, address="10.0.0.10"), 15001, "redirect port"),
+        (dict(port=8080), dict(port=3333, address="10.0.0.10"), 0, "port must be in the range [1, 65535]"),
+    ],
+)
+def test_admin_port(inbound, outbound, admin, expected):
+    inbound = dict(inbound, tags={"kuma.io/service": "web"})
+    outbound = dict(outbound, tags={"kuma.io/service": "redis"})
+    p = params2(inbounds=[inbound], outbounds=[outbound], admin_port=admin, kuma_dp_transparent_proxy=False)
+    if expected is None:
+        assert errors(p) == []
+    else:
+        assert_one_error(p, expected)
+
+
+@pytest.mark.parametrize(
+    "probe, expected",
+    [
+        # Kuma: "dataplane with service probe"
+        (dict(timeout="1s", interval="0s", healthy_threshold=5, unhealthy_threshold=0),
+         ["inbounds[0].service_probe.interval: '0s': must have a positive value",
+          "inbounds[0].service_probe.unhealthy_threshold: 0: must have a positive value"]),
+        (dict(interval="0.000000000s"), ["must have a positive value"]),
+        (dict(interval="10"), ["must be a duration in seconds"]),
+        (dict(interval="10m"), ["must be a duration in seconds"]),
+        (dict(interval="-1s"), ["must be a duration in seconds"]),
+        (dict(interval="1.0000000001s"), ["must be a duration in seconds"]),
+        (dict(timeout="315576000001s"), ["must have a valid value"]),
+        (dict(healthy_threshold=2 ** 32), ["must be an integer from 1 to 4294967295"]),
+        (dict(interval="1s\n"), ["control character"]),
+        (dict(), []),
+    ],
+)
+def test_service_probe_errors(probe, expected):
+    for params in (params2, params3):
+        inbound = dict(params()["inbounds"][0], service_probe=probe)
+        errs = errors(params(inbounds=[inbound]))
+        assert len(errs) == len(expected), errs
+        for err, want in zip(errs, expected):
+            assert want in err, errs
+
+
+def test_health_and_state():
+    inbound = dict(params3()["inbounds"][0], health=dict(ready=True), state="Ready")
+    result = dp.build(params3(inbounds=[inbound]))
+    assert result.errors == []
+    assert result.resource["networking"]["inbound"][0]["health"] == {"ready": True}
+    assert result.resource["networking"]["inbound"][0]["state"] == "Ready"
+    inbound = dict(params3()["inbounds"][0], health=dict(ready="yes"), state="ready")
+    assert errors(params3(inbounds=[inbound])) == [
+        "inbounds[0].health.ready: 'yes' must be true or false",
+        "inbounds[0].state: 'ready': must be one of Ready, NotReady, Ignored",
+    ]
+
+
+def test_kuma_virtual_probe_case():
+    # Kuma: "dataplane with virtual probe" (2.14)
+    probes = dict(
+        port=0,
+        endpoints=[
+            dict(inbound_port=8088, inbound_path="/healthz", path="/8080/healthz"),
+            dict(inbound_port=99999999, inbound_path="healthz", path="8080/healthz"),
+            dict(inbound_port=1000, inbound_path=None, path=None),
+        ],
+    )
+    errs = errors(params2(probes=probes))
+    assert [e.split(":")[0] for e in errs] == [
+        "probes.port",
+        "probes.endpoints[1].inbound_port",
+        "probes.endpoints[1].inbound_path",
+        "probes.endpoints[1].path",
+        "probes.endpoints[2].inbound_path",
+        "probes.endpoints[2].path",
+    ]
+    assert all("should be a valid URL Path" in e for e in errs[2:])
+
+
+@pytest.mark.parametrize("value", ["/a%zz", "/a b", "/a\tb", "/%"])
+def test_probe_paths_as_go_parses_them(value):
+    errs = errors(params2(probes=dict(port=9000, endpoints=[dict(inbound_port=8080, inbound_path=value, path="/x")])))
+    assert len(errs) == 1 and errs[0].startswith("probes.endpoints[0].inbound_path"), errs
+
+
+def test_kuma_metrics_cases():
+    # Kuma: "dataplane with duplicate metrics entry"
+    aggregate = [dict(name="app", port=123, path="/stats"), dict(name="app", port=999, path="/metrics"),
+                 dict(name="duplicate-app", port=12366, path="/duplicate"),
+                 dict(name="duplicate-app", port=12345, path="/other")]
+    assert errors(params2(metrics=dict(type="prometheus", conf=dict(aggregate=aggregate)))) == [
+        "metrics.conf.aggregate[1].name: duplicate entry: app, values have to be unique",
+        "metrics.conf.aggregate[3].name: duplicate entry: duplicate-app, values have to be unique",
+    ]
+    # Kuma: "dataplane with not supported metrics type"
+    assert errors(params2(metrics=dict(type="custom-backend"))) == [
+        "metrics.type: 'custom-backend': unknown backend type. Available backends: \"prometheus\""
+    ]
+
+
+@pytest.mark.parametrize(
+    "conf, expected",
+    [
+        (dict(skip_mtls=True, tls=dict(mode="activeMTLSBackend")), "skipMTLS and tls configuration cannot be defined together"),
+        (dict(skip_mtls=False, tls=dict(mode="providedTLS")), "skipMTLS and tls configuration cannot be defined together"),
+        (dict(envoy=dict(filter_regex="(")), "provided regexp isn't correct"),
+        (dict(envoy=dict(filter_regex="(?=x)")), "provided regexp isn't correct"),
+        (dict(path="metrics"), "should be a valid URL Path"),
+        (dict(tags={"a": "b c"}), "tag value must consist of"),
+        (dict(aggregate=[dict(name="app", port=80, address="localhost")]), "has to be valid IP address"),
+    ],
+)
+def test_metrics_conf_errors(conf, expected):
+    assert_one_error(params2(metrics=dict(type="prometheus", conf=conf)), expected)
+
+
+def test_direct_access_services_errors():
+    tp = dict(ip_family_mode="dualstack", direct_access_services=["ok", "", "a b"])
+    errs = errors(params3(transparent_proxying=tp))
+    assert errs[0].startswith("transparent_proxying.direct_access_services[1]: cannot be empty")
+    assert errs[1].startswith("transparent_proxying.direct_access_services[2]: 'a b'")
+    assert len(errs) == 2
+
+
+def test_advertised_address_errors_2x():
+    assert_one_error(params2(advertised_address="0.0.0.0"), "must not be 0.0.0.0 or ::")
+    assert_one_error(params2(advertised_address="10.0.0.300"), "has to be valid IP address or domain name")
+    assert errors(params2(advertised_address="edge.example.com")) == []
+
+
+@pytest.mark.parametrize("char", ["\x00", "\n", "\r", "\t", "\x1b", "\x7f", "\x85", "\u2028", "\ufeff", "\ud800"])
+def test_control_characters_never_reach_the_file(char):
+    for p in (
+        params2(inbounds=[dict(port=8080, name="a" + char, tags={"kuma.io/service": "web"})]),
+        params3(labels={"kuma.io/workload": "web", "x": "a" + char}),
+        params3(transparent_proxying=dict(reachable_backends=[dict(kind="MeshService", name="x", namespace="n" + char)])),
+        params3(outbounds=[dict(port=1, backend_ref=dict(kind="MeshService", name="x", port=1, labels={"k": char}))],
+                kuma_dp_transparent_proxy=False),
+    ):
+        errs = errors(p)
+        assert errs and any("control character" in e for e in errs), errs
+
+
+# -- property tests: any option set of the argument spec's types -------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # noqa: E402
+
+from ansible_collections.kuma.mesh.plugins.modules import kuma_dataplane  # noqa: E402
+
+# Values that pass Kuma's checks, mixed with arbitrary text, so that both valid resources
+# and every kind of error are reached.
+_WORDS = [
+    "", "web", "kuma.io/service", "kuma.io/workload", "kuma.io/protocol", "kuma.io/mesh", "http", "tcp", "kafka",
+    "10.0.0.10", "127.0.0.1", "::1", "::ffff:10.0.0.1", "0.0.0.0", "fe80::1%eth0", "10.0.0.01", "example.com",
+    "MeshService", "MeshExternalService", "default", "*", "/healthz", "10s", "0.5s", "0s", "Ready", "NotReady",
+    "prometheus", "disabled", "^a.*", "(?=x)", "{{ x }}", "a b", "a\nb", "\x00", "\ud800", "\u2028",
+]
+_TEXT = st.one_of(st.sampled_from(_WORDS), st.text(max_size=12))
+_INT = st.one_of(st.sampled_from([0, 1, 80, 8080, 9901, 15001, 15006, 65535, 65536, -1, 2 ** 32]), st.integers())
+_SCALAR = st.one_of(_TEXT, _INT, st.booleans(), st.floats(allow_nan=True), st.none())
+
+_SKIP = {"state", "path", "owner", "group", "mode"}
+
+
+def _strategy(spec):
+    """Values of an option's type (as a playbook could give them), its suboptions recursively."""
+    kind = spec.get("type", "str")
+    choices = spec.get("choices")
+    if kind == "str":
+        base = st.one_of(st.sampled_from(choices), _TEXT) if choices else _TEXT
+    elif kind == "int":
+        base = _INT
+    elif kind == "bool":
+        base = st.booleans()
+    elif kind == "list":
+        if spec.get("options"):
+            base = st.lists(_options(spec["options"]), max_size=3)
+        else:
+            base = st.lists(_TEXT, max_size=3)
+    elif kind == "dict":
+        if spec.get("options"):
+            base = _options(spec["options"])
+        else:
+            base = st.dictionaries(_TEXT, _SCALAR, max_size=3)
+    else:
+        base = _SCALAR
+    return base
+
+
+def _options(options):
+    fields = {}
+    for name, spec in options.items():
+        if name in _SKIP and options is kuma_dataplane.ARGUMENT_SPEC:
+            continue
+        value = _strategy(spec)
+        fields[name] = value if spec.get("required") else st.one_of(st.none(), value)
+    return st.fixed_dictionaries({}, optional=fields)
+
+
+_VERSIONS = st.one_of(st.sampled_from(["2.14.3", "3.0.0", "2.9.0", "v3.0.0-rc1"]), _TEXT)
+_OPTION_SETS = st.builds(
+    lambda opts, version: dict(opts, kuma_version=version),
+    _options(kuma_dataplane.ARGUMENT_SPEC),
+    _VERSIONS,
+)
+_PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def _check_outcome(result):
+    assert isinstance(result.errors, list) and all(isinstance(e, str) for e in result.errors)
+    assert isinstance(result.warnings, list) and all(isinstance(w, str) for w in result.warnings)
+    if result.errors:
+        return
+    text = dp.render(result.resource)
+    # Only newlines are control characters in the file, and it reads back as the resource.
+    assert not dp._FORBIDDEN_CHAR.search(text.replace("\n", ""))
+    assert yaml.safe_load(text) == result.resource
+    text.encode("utf-8")
+
+
+@_PROPERTY
+@given(_OPTION_SETS)
+def test_property_validated_options_never_raise_and_render_what_they_build(raw):
+    """Through Ansible's own argument validation (as the module gets them), then build and render."""
+    validated = ArgumentSpecValidator(kuma_dataplane.ARGUMENT_SPEC).validate(
+        dict(raw, path="/tmp/dataplane.yaml", state="present")
+    )
+    if validated.error_messages:
+        return  # AnsibleModule fails with these before the module's code runs
+    _check_outcome(dp.build(validated.validated_parameters))
+
+
+@_PROPERTY
+@given(_OPTION_SETS)
+def test_property_raw_options_never_raise(raw):
+    """The same option sets straight to build(), without Ansible's conversion and defaults."""
+    _check_outcome(dp.build(raw))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=45))
+def test_property_parse_ip_agrees_with_ipaddress_on_plain_forms(value):
+    """Whatever parse_ip accepts, ipaddress reads as the same address; no input raises."""
+    import ipaddress
+
+    packed = dp.parse_ip(value)
+    if packed is None:
+        return
+    assert "%" not in value and value.isascii()
+    parsed = ipaddress.ip_address(value)
+    if parsed.version == 4:
+        assert packed == b"\x00" * 10 + b"\xff\xff" + parsed.packed
+    else:
+        assert packed == parsed.packed
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.tuples(st.integers(0, 300), st.integers(0, 300), st.integers(0, 300), st.integers(0, 300)),
+       st.booleans())
+def test_property_ipv4_like_go(fields, zero_pad):
+    text = ".".join(("0%d" % f) if zero_pad and i == 0 else str(f) for i, f in enumerate(fields))
+    expected = all(f <= 255 for f in fields) and not zero_pad
+    assert dp.is_ip(text) is expected
+
+
+def _mutations():
+    """A valid 2.x or 3.x option set with one or two options, and one suboption, replaced by generated values."""
+    spec = kuma_dataplane.ARGUMENT_SPEC
+    top = sorted(k for k in spec if k not in _SKIP)
+    nested = [
+        ("inbounds", spec["inbounds"]["options"]),
+        ("outbounds", spec["outbounds"]["options"]),
+        ("transparent_proxying", spec["transparent_proxying"]["options"]),
+    ]
+
+    @st.composite
+    def build(draw):
+        params = copy.deepcopy(draw(st.sampled_from([full_2x(), full_3x()])))
+        for key in draw(st.lists(st.sampled_from(top), max_size=2, unique=True)):
+            params[key] = draw(st.one_of(st.none(), _strategy(spec[key])))
+        where, options = draw(st.sampled_from(nested))
+        sub = draw(st.sampled_from(sorted(options)))
+        target = params.get(where)
+        if isinstance(target, list) and target and isinstance(target[0], dict):
+            target[0][sub] = draw(st.one_of(st.none(), _strategy(options[sub])))
+        elif isinstance(target, dict):
+            target[sub] = draw(st.one_of(st.none(), _strategy(options[sub])))
+        return params
+
+    return build()
+
+
+@_PROPERTY
+@given(_mutations())
+def test_property_mutated_valid_options_never_raise(raw):
+    validated = ArgumentSpecValidator(kuma_dataplane.ARGUMENT_SPEC).validate(
+        dict(raw, path="/tmp/dataplane.yaml", state="present")
+    )
+    if not validated.error_messages:
+        _check_outcome(dp.build(validated.validated_parameters))
+    _check_outcome(dp.build(raw))

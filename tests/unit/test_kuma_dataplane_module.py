@@ -248,3 +248,125 @@ def test_through_ansible(tmp_path):
     rc, result = adhoc()
     assert rc == 0 and result["changed"] is False, result
     assert os.stat(str(dest)).st_mtime_ns == OLD * 10**9
+
+
+UNIVERSAL_2X = dict(
+    kuma_version="2.14.3",
+    advertised_address="203.0.113.10",
+    admin_port=9902,
+    inbounds=[
+        dict(
+            port=8080,
+            tags={"kuma.io/service": "web"},
+            service_probe=dict(interval="10s", timeout="2s", healthy_threshold=1, unhealthy_threshold=3),
+            state="NotReady",
+            health=dict(ready=False),
+        )
+    ],
+    outbounds=[dict(port=10001, tags={"kuma.io/service": "billing"})],
+    kuma_dp_transparent_proxy=False,
+    transparent_proxying=dict(direct_access_services=["legacy-db"]),
+    metrics=dict(conf=dict(port=5670, path="/metrics", envoy=dict(used_only=True))),
+    probes=dict(port=9000, endpoints=[dict(inbound_port=8080, inbound_path="/healthz", path="/8080/healthz")]),
+)
+
+
+def test_universal_fields_are_written_and_idempotent(capsys, dest):
+    result = run_module(capsys, args_for(dest, **UNIVERSAL_2X))
+    assert result["rc"] == 0 and result["changed"] is True, result
+    resource = yaml.safe_load(dest.read_text())
+    assert resource == result["dataplane"]
+    net = resource["networking"]
+    assert net["advertisedAddress"] == "203.0.113.10" and net["admin"] == {"port": 9902}
+    assert net["inbound"][0]["serviceProbe"] == {
+        "interval": "10s", "timeout": "2s", "unhealthyThreshold": 3, "healthyThreshold": 1, "tcp": {}
+    }
+    assert net["inbound"][0]["state"] == "NotReady" and net["inbound"][0]["health"] == {"ready": False}
+    assert net["outbound"] == [{"port": 10001, "tags": {"kuma.io/service": "billing"}}]
+    assert net["transparentProxying"]["directAccessServices"] == ["legacy-db"]
+    assert resource["metrics"] == {"type": "prometheus", "conf": {"port": 5670, "path": "/metrics", "envoy": {"usedOnly": True}}}
+    assert resource["probes"]["endpoints"][0] == {"inboundPort": 8080, "inboundPath": "/healthz", "path": "/8080/healthz"}
+    # (ansible-core keeps warnings of earlier module runs in this process; none is about these options)
+    assert "--transparent-proxy" not in json.dumps(result.get("warnings", []))
+    age(dest)
+    before = snapshot(dest)
+    result = run_module(capsys, args_for(dest, **UNIVERSAL_2X))
+    assert result["rc"] == 0 and result["changed"] is False, result
+    assert snapshot(dest) == before
+
+
+def test_2x_only_fields_are_refused_for_3x_and_the_file_stays(capsys, dest):
+    run_module(capsys, args_for(dest))
+    age(dest)
+    before = snapshot(dest)
+    args = args_for(dest, **dict(UNIVERSAL_2X, kuma_version="3.0.0", inbounds=[dict(port=8080, name="http")],
+                                 outbounds=[dict(port=10001, backend_ref=dict(kind="MeshService", name="billing", port=80))]))
+    result = run_module(capsys, args)
+    assert result["rc"] == 1, result
+    assert [e.split(":")[0] for e in result["errors"]] == ["advertised_address", "metrics", "probes"]
+    assert all("Kuma 3.x" in e for e in result["errors"])
+    assert "'203.0.113.10'" in result["errors"][0]
+    assert snapshot(dest) == before
+
+
+def test_argument_spec_refusals_are_clean(capsys, dest):
+    for bad in (
+        dict(inbounds=[dict(port=8080, tags={"kuma.io/service": "web"}, state="ready")]),
+        dict(inbounds=[dict(port=8080, tags={"kuma.io/service": "web"}, health=dict())]),
+        dict(outbounds=[dict(port=1, backend_ref=dict(kind="Service"))]),
+        dict(admin_port="ninety"),
+    ):
+        result = run_module(capsys, args_for(dest, **bad))
+        assert result["rc"] == 1 and result["failed"] is True and "Traceback" not in json.dumps(result), result
+        assert not dest.exists()
+
+
+def test_outbounds_without_kuma_dp_transparent_proxy_warn(capsys, dest):
+    result = run_module(capsys, args_for(dest, outbounds=[dict(port=10001, tags={"kuma.io/service": "billing"})]))
+    assert result["rc"] == 0 and "--transparent-proxy" in json.dumps(result["warnings"])
+    result = run_module(capsys, args_for(dest, outbounds=[dict(port=10001, tags={"kuma.io/service": "billing"})],
+                                         kuma_dp_transparent_proxy=True))
+    assert result["rc"] == 1 and "Transparent Proxying mode" in result["msg"]
+
+
+def test_every_example_is_valid():
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    from ansible_collections.kuma.mesh.plugins.module_utils import dataplane
+
+    examples = yaml.safe_load(kuma_dataplane.EXAMPLES)
+    assert len(examples) >= 5
+    for example in examples:
+        args = example["kuma.mesh.kuma_dataplane"]
+        validated = ArgumentSpecValidator(kuma_dataplane.ARGUMENT_SPEC).validate(args)
+        assert not validated.error_messages, (example["name"], validated.error_messages)
+        if args.get("state") == "absent":
+            continue
+        built = dataplane.build(validated.validated_parameters)
+        assert built.errors == [], (example["name"], built.errors)
+
+
+PY38 = os.path.expanduser("~/.pyenv/versions/3.8.18/bin/python")
+
+
+@pytest.mark.skipif(not os.path.exists(PY38), reason="no Python 3.8 from pyenv")
+def test_runs_on_python38_without_netaddr(tmp_path):
+    """The oldest target Python: the module runs through Ansible there, with the standard library only."""
+    probe = subprocess.run([PY38, "-c", "import netaddr"], stderr=subprocess.PIPE, check=False)
+    collections = tmp_path / "collections"
+    (collections / "ansible_collections" / "kuma").mkdir(parents=True)
+    (collections / "ansible_collections" / "kuma" / "mesh").symlink_to(ROOT)
+    dest = tmp_path / "dataplane.yaml"
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(collections),
+        ANSIBLE_PYTHON_INTERPRETER=PY38,
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+        ANSIBLE_NOCOLOR="1",
+    )
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    module_args = json.dumps(args_for(dest, **dict(UNIVERSAL_2X, address="::ffff:10.0.0.10")))
+    cmd = [ansible, "localhost", "-c", "local", "-i", "localhost,", "-m", "kuma.mesh.kuma_dataplane", "-a", module_args]
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120, check=False)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert probe.returncode != 0, "this Python 3.8 has netaddr, so the test proves less than it says"
+    assert yaml.safe_load(dest.read_text())["networking"]["address"] == "::ffff:10.0.0.10"
