@@ -256,6 +256,7 @@ class _Checker(object):
 
     def __init__(self, major):
         self.major = major
+        self.version = None
         self.errors = []
         self.warnings = []
         self.reported = set()  # option paths whose value already has an error
@@ -338,6 +339,7 @@ def build(params):
         return BuildResult(None, c.errors, c.warnings, None)
     major, minor = version
     c = _Checker(major)
+    c.version = params.get("kuma_version")
     if major == 2 and minor < 14:
         c.warnings.append(
             "kuma_version %s: the Dataplane is validated with Kuma 2.14's rules; older 2.x releases may differ"
@@ -777,8 +779,8 @@ OUTBOUND_DEFAULT_ADDRESS = "127.0.0.1"  # dataplane_helpers.go ToOutboundInterfa
 
 def _removed_in_3(c, path, value, what):
     """Refuse an option whose Dataplane field Kuma 3.x removed (dataplane.proto ``reserved``)."""
-    c.error(path, "%r: Kuma %s has no %s (the field was removed in 3.x, dataplane.proto reserves it)"
-            % (value, "3.x", what))
+    c.error(path, "%r: Kuma 3.x (kuma_version %s) has no %s; the field was removed in 3.x (dataplane.proto "
+            "reserves it) and kuma-dp would drop it silently" % (value, c.version, what))
 
 
 def _dict_or_error(c, path, value):

@@ -1129,3 +1129,15 @@ def test_property_mutated_valid_options_never_raise(raw):
     if not validated.error_messages:
         _check_outcome(dp.build(validated.validated_parameters))
     _check_outcome(dp.build(raw))
+
+
+def test_kuma_ipv6_inbounds_and_outbounds_case():
+    # Kuma: "dataplane with full inbounds and outbounds ipv6" (2.14)
+    p = params2(
+        address="0:0:0:0:0:FFFF:C0A8:0001",
+        inbounds=[dict(port=8080, service_port=7777, address="::1", tags={"kuma.io/service": "backend", "version": "1"})],
+        outbounds=[dict(port=3333, address="::1", tags={"kuma.io/service": "redis"})],
+        kuma_dp_transparent_proxy=False,
+    )
+    assert errors(p) == []
+    assert dp.parse_ip("0:0:0:0:0:FFFF:C0A8:0001") == dp.parse_ip("192.168.0.1")
