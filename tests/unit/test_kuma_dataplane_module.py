@@ -299,8 +299,13 @@ def test_2x_only_fields_are_refused_for_3x_and_the_file_stays(capsys, dest):
     run_module(capsys, args_for(dest))
     age(dest)
     before = snapshot(dest)
-    args = args_for(dest, **dict(UNIVERSAL_2X, kuma_version="3.0.0", inbounds=[dict(port=8080, name="http")],
-                                 outbounds=[dict(port=10001, backend_ref=dict(kind="MeshService", name="billing", port=80))]))
+    options = dict(UNIVERSAL_2X)
+    options.update(
+        kuma_version="3.0.0",
+        inbounds=[dict(port=8080, name="http")],
+        outbounds=[dict(port=10001, backend_ref=dict(kind="MeshService", name="billing", port=80))],
+    )
+    args = args_for(dest, **options)
     result = run_module(capsys, args)
     assert result["rc"] == 1, result
     assert [e.split(":")[0] for e in result["errors"]] == ["advertised_address", "metrics", "probes"]
