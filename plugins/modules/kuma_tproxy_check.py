@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: kuma_tproxy_check
 short_description: Proves on the host that Kuma's transparent proxy redirects traffic
-version_added: "0.2.0"
+version_added: "0.1.0"
 description:
   - Does on the host what C(kumactl install transparent-proxy-validator) does, and more - it makes
     connections that only the transparent-proxy rules can make succeed, and says per IP family what

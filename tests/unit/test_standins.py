@@ -797,6 +797,8 @@ def test_coredns_answers_mesh_names_and_forwards_the_rest(procs, tmp_path):
     assert dns_query("v6.mesh", port, qtype=28) == (0, ["2001:db8::10"])
     assert dns_query("backend.mesh", port, qtype=28) == (0, [])
     assert dns_query("example.org", port) == (0, ["198.51.100.7"])
+    # no `bind` in the block (Kuma's template has none): every address of both families, as CoreDNS
+    assert udp_listeners(port) == ({"0.0.0.0", "::"} if has_ipv6_loopback() else {"0.0.0.0"})
     upstream.close()
     wait_for(lambda: '"A IN db.mesh. udp' in output(proc), what="query log")
     proc.send_signal(signal.SIGTERM)
