@@ -297,10 +297,10 @@ def dns_parse_answer(data, qid):
     if rid != qid or not flags & 0x8000:
         return None
     i = 12
-    for _ in range(qdcount):
+    for _question in range(qdcount):
         i = _skip_name(data, i) + 4
     addresses = []
-    for _ in range(ancount):
+    for _answer in range(ancount):
         i = _skip_name(data, i)
         rtype, _rclass, _ttl, rdlength = struct.unpack("!2HIH", data[i:i + 10])
         i += 10
@@ -466,8 +466,8 @@ def check_outbound(settings, family, token, listeners):
     problems = []
     if not as_test.get("connected"):
         problems.append("a connection to %s as %s (uid %d) was not accepted (%s): the rules did not hand it to "
-                        "the outbound redirect port %d" % (where, settings.test_user, settings.test_uid,
-                                                            as_test.get("error"), settings.outbound_port))
+                        "the outbound redirect port %d"
+                        % (where, settings.test_user, settings.test_uid, as_test.get("error"), settings.outbound_port))
     elif listener is not None and (as_test.get("reply") != token or
                                    not any(s["original_destination"] == where for s in seen)):
         problems.append("a connection to %s as %s reached something other than the check's listener on port %d "

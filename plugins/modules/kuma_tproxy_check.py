@@ -45,6 +45,7 @@ attributes:
     description: The module only reads; it runs the same probes in check mode.
   diff_mode:
     support: none
+    description: Nothing changes, so there is nothing to show.
   platform:
     platforms: posix
     support: full
