@@ -7,8 +7,10 @@ dashes, `-flag value` or `-flag=value`); anything else fails like Go's flag
 package (message, usage, exit 2).
 
 Serving: UDP DNS on the port of the first server block of the Corefile
-(`.:15053 {` in Kuma's template), on 127.0.0.1 and ::1, or on the addresses of
-a `bind` directive. Names under `mesh.` get an A record from 240.0.0.0/4 (the
+(`.:15053 {` in Kuma's template), on every address (0.0.0.0 and ::, as CoreDNS
+listens on ":port" when the block has no `bind`; Kuma's template has none, so
+kuma-dp 2.x's CoreDNS is reachable from other hosts whatever the
+transparent-proxy flags say), or on the addresses of a `bind` directive. Names under `mesh.` get an A record from 240.0.0.0/4 (the
 range Kuma hands virtual IPs from), KUMA_STANDIN_DNS_RECORDS="name=ip,..."
 overrides names, anything else is forwarded to KUMA_STANDIN_DNS_UPSTREAM
 (ip[:port],...) if set and answered REFUSED otherwise. The Corefile's own
@@ -327,8 +329,8 @@ def corefile_addresses(text, default_port):
         words = line.split()
         if words and words[0] == "bind":
             hosts.extend(words[1:])
-    if not hosts:
-        hosts = ["127.0.0.1"] + (["::1"] if has_ipv6_loopback() else [])
+    if not hosts:  # CoreDNS without `bind` listens on every address of both families (Go's ":port")
+        hosts = ["0.0.0.0"] + (["::"] if has_ipv6_loopback() else [])
     logging = any(line.split()[:1] == ["log"] for line in body.splitlines())
     return [(h, p) for p in ports for h in hosts], logging
 

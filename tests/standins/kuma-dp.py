@@ -28,8 +28,15 @@ listeners on transparentProxying.redirectPortOutbound / redirectPortInbound
 envoy with the same arguments kuma-dp uses. DNS (enabled by default): 2.x
 starts `coredns -conf <Corefile> -quiet` (--dns-coredns-path, ./coredns, next to
 kuma-dp) from Kuma's Corefile template; 3.x (and 2.x with KUMA_DNS_PROXY_PORT)
-serves DNS itself on --dns-proxy-port (127.0.0.1 and ::1 with
---transparent-proxy, else 0.0.0.0).
+serves DNS itself on --dns-proxy-port, bound as dnsProxyAddresses in run.go:
+0.0.0.0 without a transparent proxy; with --transparent-proxy or
+--transparent-proxy-config, 127.0.0.1 and ::1 (separate sockets; ::1 unless
+ipFamilyMode is exactly "ipv4"), or 0.0.0.0 and :: with redirect.vnet.networks.
+The transparent-proxy configuration is loaded as kuma-dp loads it (one file per
+value or '-' for stdin, later values win, unknown keys ignored, wrong types and
+ports refused), drives the redirect listeners as the control plane would (it
+wins over networking.transparentProxying), and is written with the rest of the
+bootstrap request to <work-dir>/bootstrap-request.json.
 
 Readiness: as kuma-dp's readiness reporter (app/kuma-dp/pkg/dataplane/readiness):
 GET http://127.0.0.1:9902/ready (port: KUMA_READINESS_PORT), text/plain READY
@@ -1140,7 +1147,7 @@ if not V3:
     ENV_VARS += [
         ("KUMA_DATAPLANE_RUNTIME_CONFIG_DIR", "config-dir", "string"),
         ("KUMA_DNS_CORE_DNS_PORT", "dns-coredns-port", "uint32"),
-        ("KUMA_DNS_ENVOY_PORT", "dns-envoy-port", "uint32"),
+        ("KUMA_DNS_ENVOY_DNS_PORT", "dns-envoy-port", "uint32"),
         ("KUMA_DNS_CORE_DNS_BINARY_PATH", "dns-coredns-path", "string"),
         ("KUMA_DNS_CORE_DNS_CONFIG_TEMPLATE_PATH", "dns-coredns-config-template-path", "string"),
         ("KUMA_DNS_CONFIG_DIR", "dns-server-config-dir", "string"),
@@ -1168,46 +1175,163 @@ def apply_env(cfg):
                            "converting '%s' to type %s. details: %s" % (var, key, text, kind, e))
 
 
-def load_tproxy_config(cfg):
-    """--transparent-proxy / --transparent-proxy-config: the settings that matter to the stand-in."""
+def _json_field(doc, name):
+    """encoding/json's key matching: the exact key first, then a case-insensitive one."""
+    if name in doc:
+        return True, doc[name]
+    for key, value in doc.items():
+        if isinstance(key, str) and key.lower() == name.lower():
+            return True, value
+    return False, None
+
+
+def _go_type_name(value):
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def _tp_port(value, field):
+    """tproxy_config.Port.UnmarshalJSON: Set(the JSON text) -> parsePort (uint16 in [1, 65535])."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = "null" if value is None else json.dumps(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 65535:
+        raise ValueError("value '%s' is not a valid port (uint16 in the range [1, 65535])" % text)
+    return value
+
+
+def _tp_bool(value, field):
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ValueError("json: cannot unmarshal %s into Go struct field %s of type bool"
+                         % (_go_type_name(value), field))
+    return value
+
+
+def _tp_merge(tp, doc):
+    """yaml.Unmarshal (sigs.k8s.io/yaml, not strict) of one document into tproxy_dp.DataplaneConfig:
+    keys it does not know are ignored, the ones it knows overwrite what earlier documents set."""
+    if doc is None:
+        return
+    if not isinstance(doc, dict):
+        raise ValueError("json: cannot unmarshal %s into Go value of type dataplane.DataplaneConfig"
+                         % _go_type_name(doc))
+    found, mode = _json_field(doc, "ipFamilyMode")
+    if found:
+        if mode is None:
+            mode = ""
+        if not isinstance(mode, str):
+            raise ValueError("value '%s' is not a valid IPFamilyMode: json: cannot unmarshal %s into Go value of "
+                             "type string" % (json.dumps(mode), _go_type_name(mode)))
+        if mode.lower() == "":
+            tp["ipFamilyMode"] = "dualstack"
+        elif mode.lower() in ("dualstack", "ipv4"):
+            tp["ipFamilyMode"] = mode  # kept as written: Kuma compares it with "ipv4" as is
+        else:
+            raise ValueError("value '%s' is not a valid IPFamilyMode: must be one of 'dualstack' or 'ipv4'" % mode)
+    found, redirect = _json_field(doc, "redirect")
+    if not found or redirect is None:
+        return
+    if not isinstance(redirect, dict):
+        raise ValueError("json: cannot unmarshal %s into Go struct field DataplaneConfig.redirect of type "
+                         "dataplane.DataplaneRedirect" % _go_type_name(redirect))
+    for flow in ("inbound", "outbound", "dns"):
+        found, value = _json_field(redirect, flow)
+        if not found or value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ValueError("json: cannot unmarshal %s into Go struct field DataplaneRedirect.redirect.%s of type "
+                             "dataplane.DatalpaneTrafficFlow" % (_go_type_name(value), flow))
+        found, enabled = _json_field(value, "enabled")
+        if found and enabled is not None:
+            tp[flow]["enabled"] = _tp_bool(enabled, "DatalpaneTrafficFlow.redirect.%s.enabled" % flow)
+        found, port = _json_field(value, "port")
+        if found:
+            tp[flow]["port"] = _tp_port(port, "redirect.%s.port" % flow)
+    found, vnet = _json_field(redirect, "vnet")
+    if found and vnet is not None:
+        if not isinstance(vnet, dict):
+            raise ValueError("json: cannot unmarshal %s into Go struct field DataplaneRedirect.redirect.vnet of "
+                             "type dataplane.DataplaneVNet" % _go_type_name(vnet))
+        found, networks = _json_field(vnet, "networks")
+        if found:
+            if networks is None:
+                networks = []
+            if not isinstance(networks, list) or not all(isinstance(n, str) for n in networks):
+                raise ValueError("json: cannot unmarshal %s into Go struct field DataplaneVNet.redirect.vnet.networks "
+                                 "of type []string" % _go_type_name(networks))
+            tp["vnet"] = list(networks)
+
+
+def default_tproxy_config():
+    """tproxy_dp.DefaultDataplaneConfig(): kumactl's defaults."""
+    return {"ipFamilyMode": "dualstack", "vnet": [],
+            "inbound": {"enabled": True, "port": 15006},
+            "outbound": {"enabled": True, "port": 15001},
+            "dns": {"enabled": False, "port": 15053}}
+
+
+def load_tproxy_config(cfg, stdin=None):
+    """--transparent-proxy / --transparent-proxy-config, as the PreRunE of app/kuma-dp/cmd/run.go loads them
+    (config.NewLoader(tpCfg).WithValidation().Load(stdin, values...)): each value is one file path or '-' for
+    stdin (the loader does not split on commas, whatever the flag's help says), later values override earlier
+    ones, unknown keys are ignored, wrong types and ports outside [1, 65535] are refused. Then the DNS flow is
+    set from kuma-dp's own DNS settings, as run.go does."""
     if not cfg["transparent-proxy"] and not cfg["transparent-proxy-config"]:
         return None
-    tp = {"ipFamilyMode": "dualstack", "vnet": []}
+    prefix = "failed to load transparent proxy configuration from provided input: "
+    tp = default_tproxy_config()
     for value in cfg["transparent-proxy-config"]:
-        value = value.strip()
-        if not value:
+        source = value.strip()
+        if source == "":
             continue
-        sources = ["-"] if value == "-" else [p for p in value.split(",") if p.strip()]
-        for source in sources:
+        if source == "-":
+            text = (stdin or sys.stdin).read()
+            where = "unable to parse configuration: "
+        else:
+            if not os.path.exists(value):
+                raise CmdError(prefix + "unable to access configuration file '%s', please check if the file "
+                               "exists and has the correct permissions" % value)
             try:
-                if source == "-":
-                    text = sys.stdin.read()
-                else:
-                    if not os.path.exists(source):
-                        raise CmdError("failed to load transparent proxy configuration from provided input: "
-                                       "unable to access configuration file '%s', please check if the file "
-                                       "exists and has the correct permissions" % source)
-                    with open(source) as f:
-                        text = f.read()
-                doc = load_document(text) or {}
-            except (OSError, ValueError) as e:
-                raise CmdError("failed to load transparent proxy configuration from provided input: parsing "
-                               "configuration from file '%s' failed: %s" % (source, e))
-            if not isinstance(doc, dict):
-                raise CmdError("failed to load transparent proxy configuration from provided input: not a mapping")
-            if doc.get("ipFamilyMode"):
-                tp["ipFamilyMode"] = str(doc["ipFamilyMode"]).lower()
-                if tp["ipFamilyMode"] not in ("dualstack", "ipv4"):
-                    raise CmdError("failed to load transparent proxy configuration from provided input: "
-                                   "configuration validation failed: invalid ipFamilyMode '%s'" % doc["ipFamilyMode"])
-            vnet = ((doc.get("redirect") or {}).get("vnet") or {}).get("networks") or []
-            if vnet:
-                tp["vnet"] = list(vnet)
+                with open(value) as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError) as e:
+                raise CmdError(prefix + "reading configuration from file '%s' failed: %s" % (value, e))
+            where = "parsing configuration from file '%s' failed: unable to parse configuration: " % value
+        try:
+            _tp_merge(tp, load_document(text) if text.strip() else None)
+        except ValueError as e:
+            raise CmdError(prefix + where + "error unmarshaling JSON: while decoding JSON: %s" % e)
+    tp["dns"] = {"enabled": cfg["dns-enabled"],
+                 "port": cfg["dns-proxy-port"] if V3 else cfg["dns-envoy-port"]}
     return tp
 
 
+def tproxy_enabled(tp, address):
+    """DataplaneConfig.Enabled(): inbound or outbound redirected, and ipv4 mode only with an IPv4 address."""
+    if tp is None or not (tp["inbound"]["enabled"] or tp["outbound"]["enabled"]):
+        return False
+    try:
+        socket.inet_pton(socket.AF_INET, address or "")
+        return True
+    except (OSError, ValueError):
+        return tp["ipFamilyMode"] != "ipv4"
+
+
 def dns_proxy_addresses(tp, port):
-    """dnsProxyAddresses in app/kuma-dp/cmd/run.go."""
+    """dnsProxyAddresses in app/kuma-dp/cmd/run.go (2.14 and 3.x): 0.0.0.0 without a transparent proxy;
+    with one, loopback (127.0.0.1, and ::1 unless ipFamilyMode is exactly "ipv4"), or every interface
+    (0.0.0.0, and :: unless "ipv4") with vnet networks. Each family gets its own socket."""
     if tp is None:
         return [("0.0.0.0", port)]
     dual = tp["ipFamilyMode"] != "ipv4"
@@ -1239,11 +1363,26 @@ def read_resource(cfg):
     return validate_dataplane(doc)
 
 
-def make_bootstrap(dp, cfg, ipv6):
-    """What the control plane would send (as far as the stand-in needs it), in Envoy's JSON form."""
+def resource_tproxy_config(net):
+    """DataplaneResource.GetTransparentProxy(): the redirect ports and IP family of networking.transparentProxying."""
+    tp = net.get("transparentProxying")
+    if not isinstance(tp, dict):
+        return None
+    inbound, outbound = tp.get("redirectPortInbound") or 0, tp.get("redirectPortOutbound") or 0
+    return {"ipFamilyMode": str(tp.get("ipFamilyMode") or "").lower() or "unspecified", "vnet": [],
+            "inbound": {"enabled": inbound > 0, "port": inbound},
+            "outbound": {"enabled": outbound > 0, "port": outbound},
+            "dns": {"enabled": False, "port": 0}}
+
+
+def make_bootstrap(dp, cfg, ipv6, tpcfg=None):
+    """What the control plane would send (as far as the stand-in needs it), in Envoy's JSON form. The redirect
+    listeners follow tproxy_dp.GetDataplaneConfig: a kuma-dp started with --transparent-proxy(-config) sends
+    its settings in the dataplane metadata (feature-transparent-proxy-in-dataplane-metadata) and the control
+    plane uses those instead of the resource's networking.transparentProxying."""
     net = dp.get("networking") or {} if dp else {}
     admin_port = (net.get("admin") or {}).get("port", 9901) if dp else 9901
-    tp = net.get("transparentProxying") if dp else None
+    tp = tpcfg if tpcfg is not None else resource_tproxy_config(net)
     listeners = []
     inbounds = []
     for inbound in (net.get("inbound") or []) if dp else []:
@@ -1251,13 +1390,12 @@ def make_bootstrap(dp, cfg, ipv6):
         inbounds.append({"dataplaneIP": dp_ip, "port": inbound["port"],
                          "workloadIP": inbound.get("serviceAddress") or dp_ip,
                          "workloadPort": inbound.get("servicePort") or inbound["port"]})
-    if isinstance(tp, dict):
-        mode = str(tp.get("ipFamilyMode", "DualStack")).lower()
-        families = [("ipv4", "0.0.0.0")] + ([("ipv6", "::")] if ipv6 and mode != "ipv4" else [])
-        for direction, key in (("outbound", "redirectPortOutbound"), ("inbound", "redirectPortInbound")):
-            port = tp.get(key, 0) or 0
-            if not port:
+    if tp is not None and tproxy_enabled(tp, net.get("address")):
+        families = [("ipv4", "0.0.0.0")] + ([("ipv6", "::")] if ipv6 and tp["ipFamilyMode"] != "ipv4" else [])
+        for direction in ("outbound", "inbound"):
+            if not tp[direction]["enabled"]:
                 continue
+            port = tp[direction]["port"]
             for fam, host in families:
                 listener = {"name": "%s:passthrough:%s" % (direction, fam),
                             "address": {"socketAddress": {"address": host, "portValue": port}},
@@ -1279,6 +1417,35 @@ def make_bootstrap(dp, cfg, ipv6):
                      "version": KUMA_VERSION, "gitCommit": KUMA_GIT_COMMIT, "buildDate": KUMA_BUILD_DATE}}}},
         "staticResources": {"listeners": listeners},
     }, admin_port
+
+
+def tproxy_json(tp):
+    """tproxy_dp.DataplaneConfig as JSON (the bootstrap request's dataplaneConfig)."""
+    return {"ipFamilyMode": tp["ipFamilyMode"],
+            "redirect": {"inbound": tp["inbound"], "outbound": tp["outbound"], "dns": tp["dns"],
+                         "vnet": {"networks": tp["vnet"]} if tp["vnet"] else {}}}
+
+
+def write_bootstrap_request(cfg, dp, tp, ipv6):
+    """What kuma-dp would POST to the control plane's /bootstrap (types.BootstrapRequest, the fields that
+    matter here), saved as <work-dir>/bootstrap-request.json so tests can read what the control plane gets."""
+    features = ["feature-tcp-accesslog-via-named-pipe", "feature-bind-outbounds"] if cfg["bind-outbounds"] else \
+        ["feature-tcp-accesslog-via-named-pipe"]
+    if cfg["dns-proxy-port"]:
+        features.append("feature-embedded-dns")
+    if tp is not None:
+        features.append("feature-transparent-proxy-in-dataplane-metadata")
+    request = {"mesh": cfg["mesh"], "name": cfg["name"], "proxyType": cfg["proxy-type"],
+               "dataplaneResource": json.dumps(dp) if dp else "", "operatingSystem": "linux",
+               "features": features, "workdir": cfg["work-dir"], "ipv6Enabled": ipv6,
+               "dnsPort": cfg["dns-proxy-port"] if cfg["dns-enabled"] else 0,
+               "readinessPort": cfg["readiness-port"]}
+    if tp is not None:
+        request["dataplaneConfig"] = tproxy_json(tp)
+    path = os.path.join(cfg["work-dir"], "bootstrap-request.json")
+    with open(path, "w") as f:
+        json.dump(request, f, indent=2, sort_keys=True)
+    os.chmod(path, 0o600)
 
 
 def envoy_version(path):
@@ -1414,7 +1581,6 @@ def cmd_run(cfg, root_level):
     else:
         cfg.setdefault("dns-proxy-port", 0)
     apply_env(cfg)
-    tp = load_tproxy_config(cfg)
 
     # Config.Validate (pkg/config/app/kuma-dp/config.go)
     problems = []
@@ -1440,9 +1606,12 @@ def cmd_run(cfg, root_level):
                 problems.append(".DNS is not valid: .%s has to be in [0, 65353] range" % label)
         if not cfg["dns-coredns-path"]:
             problems.append(".DNS is not valid: .CoreDNSBinaryPath cannot be empty")
+    if cfg["dns-enabled"] and V3 and not 0 < cfg["dns-proxy-port"] <= 65535:
+        problems.append(".DNS is not valid: .ProxyPort has to be in (0, 65535] range")
     if problems:
         LOG.error("kuma-dp.run", "; ".join(problems), "unable to load configuration")
         raise CmdError("configuration validation failed: " + "; ".join(problems))
+    tp = load_tproxy_config(cfg)  # after config.Load, as in run.go's PreRunE
 
     LOG.info("kuma-dp.run", "starting Data Plane", "version", KUMA_VERSION)
     if cfg["proxy-type"] != "dataplane":
@@ -1517,7 +1686,8 @@ def run_components(cfg, dp, tp):
         raise CmdError("Failed to fetch Envoy bootstrap config. failed to get Envoy version: %s" % e)
     build, version = envoy_version(envoy_path)
     LOG.info("kuma-dp.run.envoy", "fetched Envoy version", "version", {"Build": build, "Version": version})
-    bootstrap, admin_port = make_bootstrap(dp, cfg, ipv6)
+    write_bootstrap_request(cfg, dp, tp, ipv6)
+    bootstrap, admin_port = make_bootstrap(dp, cfg, ipv6, tp)
     LOG.info("kuma-dp.run", "received bootstrap configuration", "adminPort", admin_port)
 
     procs = []  # (name, Popen)

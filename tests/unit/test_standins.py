@@ -8,6 +8,7 @@ network namespaces with TEST-NET addresses and Kuma's default rules.
 
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -277,6 +278,9 @@ def test_versions(archives, version):
     ("2.14.3", ["run", "--cp-address"], "flag needs an argument: --cp-address"),
     ("2.14.3", ["bogus"], 'unknown command "bogus" for "kuma-dp"'),
     ("2.14.3", ["--log-level", "trace", "version"], 'unknown log level "trace"'),
+    ("3.0.0", ["run", "--transparent-proxy=maybe"], 'invalid argument "maybe" for "--transparent-proxy" flag'),
+    ("2.14.3", ["run", "--transparent-proxy-config"], "flag needs an argument: --transparent-proxy-config"),
+    ("3.0.0", ["run", "--transparent-proxy-ipv6"], "unknown flag: --transparent-proxy-ipv6"),
 ])
 def test_kuma_dp_rejects_bad_command_lines(archives, version, args, message):
     proc = run([os.path.join(archives[version][3], "kuma-dp")] + args)
@@ -339,6 +343,20 @@ networking:
 """
 
 
+TPROXY_CONFIG = """\
+# kumactl install transparent-proxy --config-file: kuma-dp reads the keys it knows and ignores the rest
+kumaDPUser: "5678"
+redirect:
+  inbound:
+    port: %(in)d
+    excludePorts: [22]
+  outbound:
+    port: %(out)d
+  dns:
+    enabled: true
+"""
+
+
 class DP(object):
     """Files and ports for one kuma-dp run on loopback."""
 
@@ -366,7 +384,12 @@ class DP(object):
             args += ["--dns-coredns-path", os.path.join(self.bindir, "coredns"),
                      "--dns-coredns-port", str(self.ports["dns"])]
         else:
-            args += ["--dns-proxy-port", str(self.ports["dns"]), "--transparent-proxy"]
+            # kumactl's configuration with the test's redirect ports: kuma-dp sends it to the control plane,
+            # which then prefers it to networking.transparentProxying (set to the same ports above)
+            tproxy = os.path.join(self.tmp, "tproxy.yaml")
+            with open(tproxy, "w") as f:
+                f.write(TPROXY_CONFIG % self.ports)
+            args += ["--dns-proxy-port", str(self.ports["dns"]), "--transparent-proxy-config", tproxy]
         return args + list(extra)
 
     def env(self, **extra):
@@ -774,6 +797,8 @@ def test_coredns_answers_mesh_names_and_forwards_the_rest(procs, tmp_path):
     assert dns_query("v6.mesh", port, qtype=28) == (0, ["2001:db8::10"])
     assert dns_query("backend.mesh", port, qtype=28) == (0, [])
     assert dns_query("example.org", port) == (0, ["198.51.100.7"])
+    # no `bind` in the block (Kuma's template has none): every address of both families, as CoreDNS
+    assert udp_listeners(port) == ({"0.0.0.0", "::"} if has_ipv6_loopback() else {"0.0.0.0"})
     upstream.close()
     wait_for(lambda: '"A IN db.mesh. udp' in output(proc), what="query log")
     proc.send_signal(signal.SIGTERM)
@@ -1003,3 +1028,183 @@ def test_redirected_traffic_reaches_its_original_destination(archives, namespace
         assert dp.wait(15) == 0, output(dp)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# --- the transparent-proxy flags and the embedded DNS proxy's addresses (app/kuma-dp/cmd/run.go) ---------------
+
+kuma_dp = load_standin("kuma-dp")
+
+
+@pytest.mark.parametrize("tp,expected", [
+    (None, [("0.0.0.0", 15053)]),
+    ({"ipFamilyMode": "dualstack", "vnet": []}, [("127.0.0.1", 15053), ("::1", 15053)]),
+    ({"ipFamilyMode": "ipv4", "vnet": []}, [("127.0.0.1", 15053)]),
+    ({"ipFamilyMode": "dualstack", "vnet": ["docker0:172.17.0.0/16"]}, [("0.0.0.0", 15053), ("::", 15053)]),
+    ({"ipFamilyMode": "ipv4", "vnet": ["docker0:172.17.0.0/16"]}, [("0.0.0.0", 15053)]),
+    # IPFamilyMode.Set accepts any case but keeps the value as written; run.go compares it with "ipv4" as is
+    ({"ipFamilyMode": "IPv4", "vnet": []}, [("127.0.0.1", 15053), ("::1", 15053)]),
+])
+def test_dns_proxy_addresses_are_kumas(tp, expected):
+    assert kuma_dp.dns_proxy_addresses(tp, 15053) == expected
+
+
+def tp_cfg(*values, enabled=False, dns_enabled=True):
+    return {"transparent-proxy": enabled, "transparent-proxy-config": list(values), "dns-enabled": dns_enabled,
+            "dns-proxy-port": 15053, "dns-envoy-port": 15054}
+
+
+def write(tmp_path, name, text):
+    path = os.path.join(str(tmp_path), name)
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(text))
+    return path
+
+
+def test_tproxy_config_loads_like_kuma_dp(tmp_path):
+    assert kuma_dp.load_tproxy_config(tp_cfg()) is None
+    default = kuma_dp.load_tproxy_config(tp_cfg(enabled=True))
+    assert default == {"ipFamilyMode": "dualstack", "vnet": [], "inbound": {"enabled": True, "port": 15006},
+                       "outbound": {"enabled": True, "port": 15001},
+                       "dns": {"enabled": True, "port": 15053 if kuma_dp.V3 else 15054}}
+    first = write(tmp_path, "a.yaml", """\
+        kumaDPUser: kuma-dp          # kumactl's keys kuma-dp does not know are ignored
+        ipFamilyMode: ipv4
+        redirect:
+          outbound: {port: 15101, excludePorts: [22]}
+          vnet: {networks: ["docker0:172.17.0.0/16"]}
+          dns: {enabled: false, port: 5353}
+        """)
+    second = write(tmp_path, "b.json", '{"redirect": {"inbound": {"enabled": false}, "vnet": {"networks": []}}}')
+    tp = kuma_dp.load_tproxy_config(tp_cfg(first, "", second, dns_enabled=False))
+    assert tp["ipFamilyMode"] == "ipv4" and tp["vnet"] == []  # the later file wins, key by key
+    assert tp["outbound"] == {"enabled": True, "port": 15101} and tp["inbound"] == {"enabled": False, "port": 15006}
+    assert tp["dns"]["enabled"] is False  # kuma-dp's own DNS settings replace the file's
+    assert kuma_dp.load_tproxy_config(tp_cfg(write(tmp_path, "empty.yaml", "")))["ipFamilyMode"] == "dualstack"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("redirect: {outbound: {port: 0}}", "value '0' is not a valid port (uint16 in the range [1, 65535])"),
+    ("redirect: {outbound: {port: 70000}}", "value '70000' is not a valid port"),
+    ("redirect: {inbound: {port: '15006'}}", "value '\"15006\"' is not a valid port"),
+    ("redirect: {inbound: {enabled: 'yes please'}}", "cannot unmarshal string into Go struct field"),
+    ("ipFamilyMode: ipv6", "value 'ipv6' is not a valid IPFamilyMode: must be one of 'dualstack' or 'ipv4'"),
+    ("redirect: {vnet: {networks: docker0}}", "cannot unmarshal string into Go struct field"),
+    ("- a list", "cannot unmarshal array into Go value of type dataplane.DataplaneConfig"),
+])
+def test_tproxy_config_refuses_what_kuma_dp_refuses(tmp_path, text, message):
+    path = write(tmp_path, "tp.yaml", text + "\n")
+    with pytest.raises(kuma_dp.CmdError) as e:
+        kuma_dp.load_tproxy_config(tp_cfg(path))
+    assert str(e.value).startswith("failed to load transparent proxy configuration from provided input: ")
+    assert message in str(e.value)
+
+
+def test_tproxy_config_values_are_single_paths_or_stdin(tmp_path):
+    a = write(tmp_path, "a.yaml", "ipFamilyMode: ipv4\n")
+    with pytest.raises(kuma_dp.CmdError) as e:  # the flag's help speaks of comma-separated lists; the loader does not
+        kuma_dp.load_tproxy_config(tp_cfg(a + "," + a))
+    assert "unable to access configuration file '%s,%s'" % (a, a) in str(e.value)
+    tp = kuma_dp.load_tproxy_config(tp_cfg("-"), stdin=io.StringIO("redirect:\n  vnet:\n    networks: [a:10.0.0.0/8]\n"))
+    assert tp["vnet"] == ["a:10.0.0.0/8"]
+
+
+def udp_listeners(port):
+    """Local addresses bound to a UDP port, from /proc/net/udp and udp6."""
+    found = set()
+    for name, family in (("udp", socket.AF_INET), ("udp6", socket.AF_INET6)):
+        try:
+            lines = open("/proc/net/" + name).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local = line.split()[1]
+            hexaddr, hexport = local.split(":")
+            if int(hexport, 16) != port:
+                continue
+            raw = bytes.fromhex(hexaddr)
+            if family == socket.AF_INET:
+                raw = raw[::-1]
+            else:
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+            found.add(socket.inet_ntop(family, raw))
+    return found
+
+
+def has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("version,flags,expected", [
+    ("3.0.0", [], {"0.0.0.0"}),
+    ("3.0.0", ["--transparent-proxy"], {"127.0.0.1", "::1"}),
+    ("3.0.0", ["--transparent-proxy-config", "{ipv4}"], {"127.0.0.1"}),
+    ("3.0.0", ["--transparent-proxy-config", "{vnet}"], {"0.0.0.0", "::"}),
+    ("2.14.3", [], {"0.0.0.0"}),  # 2.x with the embedded DNS proxy (KUMA_DNS_PROXY_PORT) instead of CoreDNS
+    ("2.14.3", ["--transparent-proxy=true"], {"127.0.0.1", "::1"}),
+])
+def test_run_binds_the_dns_proxy_where_kuma_dp_does(archives, tmp_path, procs, version, flags, expected):
+    if "::1" in expected and not has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback")
+    files = {"{ipv4}": write(tmp_path, "ipv4.yaml", "ipFamilyMode: ipv4\n"),
+             "{vnet}": write(tmp_path, "vnet.yaml", "redirect:\n  vnet:\n    networks: ['docker0:172.17.0.0/16']\n")}
+    dp = DP(tmp_path, version, archives[version][3])
+    args = dp.args()
+    if version.startswith("3."):
+        i = args.index("--transparent-proxy-config")
+        del args[i:i + 2]
+    else:
+        i = args.index("--dns-coredns-port")
+        del args[i:i + 2]
+    port = free_port(socket.SOCK_DGRAM)
+    while port in udp_listeners(port) or (":" in "".join(expected) and not free_udp6(port)):
+        port = free_port(socket.SOCK_DGRAM)
+    env = dp.env(KUMA_DNS_PROXY_PORT=str(port))
+    proc = procs.start(args + [files.get(f, f) for f in flags], env=env)
+    wait_for(lambda: http_get_or_none(dp.ready_url)[0] == 200, what="READY\n" + output(proc))
+    assert udp_listeners(port) == expected
+    for host in expected:
+        target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        assert dns_query("backend.mesh", port, host=target)[0] == 0
+    request = json.load(open(os.path.join(str(tmp_path), "work", "bootstrap-request.json")))
+    features = request["features"]
+    if flags:
+        assert "feature-transparent-proxy-in-dataplane-metadata" in features
+        assert request["dataplaneConfig"]["redirect"]["dns"] == {
+            "enabled": True, "port": port if version.startswith("3.") else 15054}
+    else:
+        assert "feature-transparent-proxy-in-dataplane-metadata" not in features and "dataplaneConfig" not in request
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0, output(proc)
+
+
+def free_udp6(port):
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::", port))
+        return True
+    except OSError:
+        return False
+
+
+def test_run_takes_redirect_ports_from_the_transparent_proxy_config(archives, tmp_path, procs):
+    """The control plane prefers the settings kuma-dp sends to networking.transparentProxying."""
+    dp = DP(tmp_path, "3.0.0", archives["3.0.0"][3])
+    other = {"in": free_port(), "out": free_port()}
+    args = dp.args()
+    with open(args[args.index("--transparent-proxy-config") + 1], "w") as f:
+        f.write(TPROXY_CONFIG % dict(dp.ports, **other))
+    proc = procs.start(args, env=dp.env())
+    wait_for(lambda: http_get_or_none(dp.ready_url)[0] == 200, what="READY\n" + output(proc))
+    listeners = http_get("http://127.0.0.1:%d/listeners" % dp.ports["admin"])[1]
+    assert "outbound:passthrough:ipv4::0.0.0.0:%d" % other["out"] in listeners
+    assert "inbound:passthrough:ipv4::0.0.0.0:%d" % other["in"] in listeners
+    assert ":%d\n" % dp.ports["out"] not in listeners
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
