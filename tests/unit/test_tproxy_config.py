@@ -119,3 +119,117 @@ def test_the_ssh_port_is_added_once():
     params = config.with_defaults({"redirect": {"inbound": {"exclude_ports": [22]}}})
     assert config.family_config(params, False, "1", extra_inbound_exclude=[22]).inbound_exclude_ports == [22]
     assert config.family_config(params, False, "1", extra_inbound_exclude=[2022]).inbound_exclude_ports == [22, 2022]
+
+
+# -- strict grammar (issue 10: injection, crashes, inputs that should not pass) --
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"redirect": {"vnet": {"networks": ["a\n-FDOCKER\n#:172.18.0.0/16"]}}}, "contains a control character"),
+        ({"redirect": {"vnet": {"networks": ["!docker0:172.18.0.0/16"]}}}, "interface '!docker0' starts with '!'"),
+        ({"redirect": {"vnet": {"networks": ["-j:172.18.0.0/16"]}}}, "interface '-j' starts with '-'"),
+        ({"redirect": {"vnet": {"networks": ["averyveryverylong0:10.0.0.0/8"]}}}, "longer than 15 characters"),
+        ({"redirect": {"vnet": {"networks": ["..:10.0.0.0/8"]}}}, "'..' is not a valid interface name"),
+        ({"redirect": {"vnet": {"networks": ["br+x:10.0.0.0/8"]}}}, "'br+x' is not a valid interface name"),
+        ({"redirect": {"vnet": {"networks": ["+:10.0.0.0/8"]}}}, "'+' is not a valid interface name"),
+        ({"redirect": {"vnet": {"networks": ["br0:10.0.0.0/8", "br0:192.168.0.0/16"]}}}, "already has the IPv4 network"),
+        ({"redirect": {"vnet": {"networks": ["eth\u00e90:10.0.0.0/8"]}}}, "non-ASCII"),
+        ({"redirect": {"outbound": {"exclude_ports_for_uids": ["tcp:900-100:5"]}}}, "range '900-100' goes down"),
+        ({"redirect": {"outbound": {"exclude_ports_for_uids": ["tcp:1-2-3:5"]}}}, "'1-2-3' is not a value or an a-b range"),
+        ({"redirect": {"outbound": {"exclude_ports_for_uids": ["tcp:1:9-2"]}}}, "invalid UID range"),
+        ({"redirect": {"outbound": {"exclude_ports_for_uids": ["tcp:53,,54:5"]}}}, "empty element"),
+        ({"redirect": {"outbound": {"exclude_ports_for_uids": ["tcp:1\n-F:5"]}}}, "control character"),
+        (
+            {"redirect": {"outbound": {"exclude_ports_for_uids": [",".join(str(p) for p in range(1, 17)) + ":5"]}}},
+            "more than 15 ports",
+        ),
+        ({"redirect": {"inbound": {"exclude_ports_for_uids": ["tcp:22:5"]}}}, "not supported for inbound traffic"),
+        ({"redirect": {"outbound": {"exclude_ips": [",,"]}}}, "',,': an entry cannot be empty"),
+        ({"redirect": {"outbound": {"exclude_ips": ["10.1"]}}}, "'10.1' is not a valid IP"),
+        ({"redirect": {"outbound": {"exclude_ips": ["010.0.0.1"]}}}, "'010.0.0.1' is not a valid IP"),
+        ({"redirect": {"outbound": {"exclude_ips": ["::ffff:10.0.0.1"]}}}, "'::ffff:10.0.0.1' is not a valid IP"),
+        ({"redirect": {"outbound": {"exclude_ips": ["10.0.0.0/08"]}}}, "'10.0.0.0/08' is not a valid IP"),
+        ({"redirect": {"outbound": {"exclude_ips": ["10.0.0.1\n-F DOCKER"]}}}, "control character"),
+        ({"redirect": {"inbound": {"include_ports": [0]}}}, "redirect.inbound.include_ports: 0 is not a valid port"),
+        ({"redirect": {"inbound": {"exclude_ports": list(range(1, 2000))}}}, "1999 entries, more than the 1024 allowed"),
+        ({"kuma_dp_user": "root"}, "kuma_dp_user: 'root' is root (uid 0)"),
+        ({"kuma_dp_user": "0"}, "kuma_dp_user: '0' is root (uid 0)"),
+        ({"kuma_dp_user": "000"}, "kuma_dp_user: '000' is root (uid 0)"),
+        ({"kuma_dp_user": "kuma\ndp"}, "is not a user name or a uid"),
+        ({"kuma_dp_user": "-kuma"}, "is not a user name or a uid"),
+        ({"retry": {"sleep_between_retries": float("nan")}}, "retry.sleep_between_retries: nan"),
+        ({"retry": {"sleep_between_retries": float("inf")}}, "retry.sleep_between_retries: inf"),
+        ({"retry": {"sleep_between_retries": 1e308}}, "retry.sleep_between_retries: 1e+308"),
+        ({"retry": {"max_retries": 10**9}}, "retry.max_retries: 1000000000 is not a whole number from 0 to 100"),
+        ({"wait": -1}, "wait: -1 is not a whole number from 0 to 3600 seconds"),
+        ({"wait_interval": 1000000}, "wait_interval: 1000000"),
+        ({"redirect": {"dns": {"resolv_conf": "etc/resolv.conf"}}}, "is not an absolute path"),
+        ({"redirect": {"dns": {"resolv_conf": "/etc/resolv.conf\n"}}}, "control or non-ASCII"),
+        ({"iptables_executables": {"iptables": "/usr/sbin/iptables"}}, "must be given together"),
+        ({"iptables_executables": {"ip6tables": "ip6tables", "ip6tables_save": "/x", "ip6tables_restore": "/y"}},
+         "iptables_executables.ip6tables: 'ip6tables' is not an absolute path"),
+    ],
+)
+def test_strict_grammar_refuses_with_option_and_value(overrides, message):
+    found = errors_for(overrides)
+    assert any(message in e for e in found), found
+
+
+def test_kuma_dp_user_may_be_left_empty():
+    assert errors_for({"kuma_dp_user": ""}) == []
+    assert config.with_defaults()["kuma_dp_user"] == ""
+    assert errors_for({"kuma_dp_user": "5678"}) == [] and errors_for({"kuma_dp_user": "kuma-dp"}) == []
+
+
+def test_validate_never_raises_on_wrong_types():
+    for bad in (None, [], "x", {"redirect": "x"}, {"redirect": {"inbound": []}}, {"log": 3},
+                {"redirect": {"inbound": {"exclude_ports": [None, "a", True, 2**70]}}},
+                {"redirect": {"vnet": {"networks": [3, None]}}}, {"retry": {"sleep_between_retries": "2"}},
+                {"iptables_executables": {"nope": "/x"}}, {"kuma_dp_user": 0}):
+        assert isinstance(config.validate(bad), list)
+    assert config.validate({"redirect": {"inbound": {"exclude_ports": [True]}}})
+
+
+def test_duplicates_are_kept_once_in_the_order_given():
+    params = config.with_defaults(
+        {
+            "redirect": {
+                "inbound": {"exclude_ports": [22, 8080, 22], "exclude_ips": ["10.0.0.1,10.0.0.1", "10.0.0.1"]},
+                "outbound": {"exclude_ports_for_uids": ["tcp:53:5", "tcp:53:5"], "exclude_ips": ["10.0.0.2", " 10.0.0.2"]},
+                "vnet": {"networks": ["br0:10.0.0.0/8", "br0:10.0.0.0/8"]},
+            }
+        }
+    )
+    assert config.validate(params) == []
+    cfg = config.family_config(params, False, "1", extra_inbound_exclude=[22, 2222])
+    assert cfg.inbound_exclude_ports == [22, 8080, 2222]
+    assert cfg.inbound_exclude_ips == ["10.0.0.1"]
+    assert cfg.outbound_exclusions == [config.UidExclusion("tcp", "53", "5"), "10.0.0.2"]
+
+
+def test_family_config_refuses_what_validate_refuses():
+    with pytest.raises(config.ConfigError) as exc:
+        config.family_config(config.with_defaults({"redirect": {"inbound": {"port": 0}}}), False, "1")
+    assert "redirect.inbound.port: 0" in str(exc.value)
+
+
+def test_resolv_conf_servers_that_are_not_addresses_are_dropped():
+    on = config.with_defaults({"redirect": {"dns": {"enabled": True}}})
+    cfg = config.family_config(on, False, "1", dns_servers=["192.0.2.53/24", "bogus", "192.0.2.1", "192.0.2.1"])
+    assert cfg.dns_servers == ["192.0.2.1"]
+
+
+def test_wait_is_passed_explicitly():
+    assert config.restore_lock_args(config.with_defaults()) == ["--wait=5"]
+    assert config.restore_lock_args(config.with_defaults({"wait": 0})) == ["--wait=0"]
+    assert config.restore_lock_args(config.with_defaults({"wait_interval": 500})) == ["--wait=5", "--wait-interval=500"]
+
+
+def test_addresses_follow_go_net_parsing():
+    good = ["10.0.0.1", "0.0.0.0/0", "172.32.16.8/16", "fe80::1", "::1/128", "fd00::/8", "64:ff9b::1.2.3.4"]
+    bad = ["10.1", "1", "10.0.0.256", "10.0.0.1/33", "fe80::1%eth0", "fe80::/129", " 10.0.0.1", "10.0.0.1/", "/8",
+           "10.0.0.1/+8", "0x0a.0.0.1", "::ffff:1.2.3.4", "::ffff:0:0/96", "1.2.3.4/24/1", "١٠.0.0.1"]
+    assert all(config.parse_ip(a) is not None for a in good), [a for a in good if config.parse_ip(a) is None]
+    assert all(config.parse_ip(a) is None for a in bad), [a for a in bad if config.parse_ip(a) is not None]
