@@ -188,3 +188,34 @@ def test_docker_output_chain_becomes_the_dns_jump_target():
     ) in text
     # Kuma: no conntrack zone split when all DNS is captured inside Docker.
     assert "* raw" not in text
+
+
+def test_restore_lines_tokenise_as_written():
+    """Every line we write splits, as iptables-restore splits it, into exactly the
+    tokens the builder meant (args()), and matches kumactl's golden token for token."""
+    from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_gate as gate
+
+    for params in (config.with_defaults(), WITH_MULTIPLE_FLAGS, WITH_MULTIPLE_CONFIG_FLAGS):
+        for ipv6 in (False, True):
+            cfg = config.family_config(params, ipv6=ipv6, uid="5678", dns_servers=["127.0.0.53", "::1"])
+            ruleset = rules.build(cfg)
+            for table in ruleset.tables:
+                for chain in table.chains:
+                    for rule in chain.rules:
+                        tokens = gate.tokenize(rule.restore())
+                        assert tokens == rule.head_words() + rule.args(), rule.restore()
+    ours = [gate.tokenize(line) for line in dry_run({}).splitlines()]
+    kumas = [gate.tokenize(line) for line in dry_run_golden("install-transparent-proxy.defaults.golden.txt").splitlines()]
+    assert ours == kumas
+
+
+def test_unsafe_values_cannot_be_rendered():
+    for bad in ("a\n-F DOCKER", "-j", "!x", 'a"b', "a b", ""):
+        rule = rules.Rule("nat", "KUMA_MESH_INBOUND", [rules.in_iface(bad), rules.RETURN])
+        with pytest.raises(rules.UnsafeRule):
+            rule.restore()
+        with pytest.raises(rules.UnsafeRule):
+            rule.args()
+    rule = rules.Rule("nat", "KUMA_MESH_INBOUND", [rules.RETURN], comment="line\nbreak")
+    with pytest.raises(rules.UnsafeRule):
+        rule.restore()
