@@ -888,3 +888,318 @@ def with_defaults(overrides=None):
 
     check(ARGUMENT_SPEC, overrides, "")
     return complete(copy.deepcopy(overrides or {}))
+
+
+# -- kumactl's transparent-proxy configuration -----------------------------------
+# The YAML/JSON that ``kumactl install transparent-proxy --config``/
+# ``--config-file`` takes (pkg/transparentproxy/config/config.go, the same keys
+# in release-2.14 and master/3.x), mapped onto the module's options.
+
+MAX_CONFIG_TEXT = 1024 * 1024
+
+
+class _Refused(Exception):
+    pass
+
+
+def _c_bool(value):
+    if not isinstance(value, bool):
+        raise _Refused("is not a boolean")
+    return value
+
+
+def _c_uint(maximum):
+    def convert(value):
+        if not _is_int(value) or not 0 <= value <= maximum:
+            raise _Refused("is not a whole number from 0 to %d" % maximum)
+        return value
+
+    return convert
+
+
+def _c_port(value):
+    if not _valid_port(value):
+        raise _Refused("is not a valid port (uint16 in the range [1, 65535])")
+    return value
+
+
+def _c_ports(value):
+    """Kuma's Ports: a list of numbers or strings, a number, or a comma string."""
+    if _is_int(value):
+        items = [str(value)]
+    elif _is_str(value):
+        items = [value]
+    elif isinstance(value, list):
+        items = []
+        for item in value:
+            if not (_is_int(item) or _is_str(item)):
+                raise _Refused("holds %s, which is not a port" % _short(item))
+            items.append(str(item))
+    else:
+        raise _Refused("is not a list of ports")
+    out = []
+    for item in items:
+        for part in item.split(","):
+            part = part.strip(" ")
+            if not part:
+                continue
+            port = _parse_uint16(part)
+            if not port:
+                raise _Refused("value '%s' is not a valid port (uint16 in the range [1, 65535])" % part)
+            out.append(port)
+    return out
+
+
+def _c_strings(value):
+    if not isinstance(value, list):
+        raise _Refused("is not a list")
+    out = []
+    for item in value:
+        if _is_int(item):  # YAML reads "- 1" as a number; kumactl takes it as "1"
+            item = str(item)
+        if not _is_str(item):
+            raise _Refused("holds %s, which is not a string" % _short(item))
+        out.append(item)
+    return out
+
+
+def _c_string(value):
+    if _is_int(value):
+        value = str(value)
+    if not _is_str(value):
+        raise _Refused("is not a string")
+    return value
+
+
+def _c_family(value):
+    if not _is_str(value) or value.lower() not in ("", "dualstack", "ipv4"):
+        raise _Refused("must be one of 'dualstack' or 'ipv4'")
+    return value.lower() or "dualstack"
+
+
+def go_duration(value):
+    """Kuma's config_types.Duration: a Go duration string ("2s", "1m30s",
+    "500ms") or a number of nanoseconds. Returns seconds (float); raises
+    ValueError."""
+    if _is_int(value) or (isinstance(value, float) and math.isfinite(value)):
+        return value / 1e9
+    if not _is_str(value) or not value or len(value) > 64:
+        raise ValueError("is not a duration")
+    text = value
+    sign = 1.0
+    if text[0] in "+-":
+        sign = -1.0 if text[0] == "-" else 1.0
+        text = text[1:]
+    if text == "0":
+        return 0.0
+    if not text:
+        raise ValueError("is not a duration")
+    total = 0.0
+    while text:
+        match = _DURATION.match(text)
+        if not match or match.group(1) in ("", "."):
+            raise ValueError("is not a Go duration (e.g. 2s, 500ms, 1m30s)")
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(3)]
+        text = text[match.end():]
+    return sign * total
+
+
+def _c_duration(value):
+    try:
+        return go_duration(value)
+    except (ValueError, OverflowError) as exc:
+        raise _Refused(str(exc))
+
+
+def _flow_keys(prefix):
+    return {
+        "enabled": (prefix + ("enabled",), _c_bool),
+        "port": (prefix + ("port",), _c_port),
+        "includePorts": (prefix + ("include_ports",), _c_ports),
+        "excludePorts": (prefix + ("exclude_ports",), _c_ports),
+        "excludePortsForUIDs": (prefix + ("exclude_ports_for_uids",), _c_strings),
+        "excludePortsForIPs": (prefix + ("exclude_ips",), _c_strings),
+        "insertRedirectInsteadOfAppend": (prefix + ("insert_instead_of_append",), _c_bool),
+    }
+
+
+CONFIG_KEYS = {
+    "kumaDPUser": (("kuma_dp_user",), _c_string),
+    "ipFamilyMode": (("ip_family_mode",), _c_family),
+    "redirect": {
+        "inbound": _flow_keys(("redirect", "inbound")),
+        "outbound": _flow_keys(("redirect", "outbound")),
+        "dns": {
+            "enabled": (("redirect", "dns", "enabled"), _c_bool),
+            "port": (("redirect", "dns", "port"), _c_port),
+            "captureAll": (("redirect", "dns", "capture_all"), _c_bool),
+            "skipConntrackZoneSplit": (("redirect", "dns", "skip_conntrack_zone_split"), _c_bool),
+            "resolvConfigPath": (("redirect", "dns", "resolv_conf"), _c_string),
+        },
+        "vnet": {"networks": (("redirect", "vnet", "networks"), _c_strings)},
+    },
+    "dropInvalidPackets": (("drop_invalid_packets",), _c_bool),
+    "log": {
+        "enabled": (("log", "enabled"), _c_bool),
+        "level": (("log", "level"), _c_uint(65535)),
+    },
+    "wait": (("wait",), _c_uint(2 ** 32 - 1)),
+    "waitInterval": (("wait_interval",), _c_uint(2 ** 32 - 1)),
+    "retry": {
+        "maxRetries": (("retry", "max_retries"), _c_uint(2 ** 32 - 1)),
+        "sleepBetweenRetries": (("retry", "sleep_between_retries"), _c_duration),
+    },
+    "comments": {"disabled": (("comments", "disabled"), _c_bool)},
+    "iptablesExecutables": {
+        "iptables": (("iptables_executables", "iptables"), _c_string),
+        "iptables-save": (("iptables_executables", "iptables_save"), _c_string),
+        "iptables-restore": (("iptables_executables", "iptables_restore"), _c_string),
+        "ip6tables": (("iptables_executables", "ip6tables"), _c_string),
+        "ip6tables-save": (("iptables_executables", "ip6tables_save"), _c_string),
+        "ip6tables-restore": (("iptables_executables", "ip6tables_restore"), _c_string),
+    },
+}
+
+# kumactl keys the module does not take; accepted only at their neutral value.
+UNSUPPORTED_KEYS = {
+    "verbose": (False, "long option names in the rules are not supported"),
+    "dryRun": (False, "use Ansible's check mode"),
+    "storeFirewalld": (False, "use the module's backend: firewalld"),
+    "cniMode": (False, "CNI mode is for Kubernetes, not for hosts"),
+}
+
+
+def _set_path(target, path, value):
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+
+
+def _walk_config(data, keys, where, out, errors):
+    if not isinstance(data, dict):
+        errors.append("%s: %s is not a mapping" % (where, _short(data)))
+        return
+    for key, value in data.items():
+        name = "%s.%s" % (where, key)
+        if key in UNSUPPORTED_KEYS and keys is CONFIG_KEYS:
+            neutral, why = UNSUPPORTED_KEYS[key]
+            if value != neutral or not isinstance(value, bool):
+                errors.append("%s: %s is not supported (%s)" % (name, _short(value), why))
+            continue
+        if key == "ebpf" and keys is CONFIG_KEYS:  # Kuma 2.x only
+            if not isinstance(value, dict) or value.get("enabled", False) is not False:
+                errors.append("%s: %s is not supported (eBPF mode; only enabled: false is accepted)" % (name, _short(value)))
+            continue
+        if not _is_str(key) or key not in keys:
+            errors.append("%s: unknown or unsupported kumactl configuration key %s" % (where, _short(key)))
+            continue
+        spec = keys[key]
+        if isinstance(spec, dict):
+            if value is None:
+                continue
+            _walk_config(value, spec, name, out, errors)
+            continue
+        path, convert = spec
+        if value is None:  # YAML "key:" with nothing: Go leaves the field as it was
+            continue
+        try:
+            _set_path(out, path, convert(value))
+        except _Refused as exc:
+            errors.append("%s: %s %s" % (name, _short(value), exc))
+
+
+def parse_kumactl_config(data, source="config"):
+    """kumactl's configuration (a dict, or YAML/JSON text) -> (module options
+    it sets, nested as the module's, [errors]). Pure; never raises."""
+    errors = []
+    if _is_str(data):
+        if len(data) > MAX_CONFIG_TEXT:
+            return {}, ["%s: longer than %d bytes" % (source, MAX_CONFIG_TEXT)]
+        text = data
+        try:
+            data = json.loads(text) if text.strip() else {}
+        except ValueError:
+            if not HAS_YAML:
+                return {}, [
+                    "%s: is not JSON, and PyYAML is not installed on the target to read YAML "
+                    "(give it as a dictionary, or as JSON)" % source
+                ]
+            try:
+                data = yaml.safe_load(text)
+            except Exception as exc:  # any YAML error, whatever its class
+                return {}, ["%s: is not valid YAML: %s" % (source, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)]
+        if data is None:
+            data = {}
+    out = {}
+    _walk_config(data, CONFIG_KEYS, source, out, errors)
+    return out, errors
+
+
+def _merge(base, top):
+    """``top`` over ``base``: dicts merged key by key, anything else (lists too) replaced;
+    None in ``top`` leaves ``base``."""
+    if isinstance(base, dict) and isinstance(top, dict):
+        out = dict(base)
+        for key, value in top.items():
+            out[key] = _merge(base.get(key), value)
+        return out
+    return copy.deepcopy(base) if top is None else copy.deepcopy(top)
+
+
+def effective_params(params, config_file_text=None):
+    """The options a run uses, with kumactl's precedence: Kuma's defaults, then
+    ``config_file`` (its text, read by the caller), then ``config``, then the
+    module's explicitly set options (those that are not None). Returns
+    ``(params, errors)``; ``params`` has every option filled in. Pure; never
+    raises.
+
+    As kumactl: ``redirect.dns.enabled`` and ``redirect.dns.capture_all``
+    both set to true by the module's options is refused (kumactl refuses
+    ``--redirect-dns`` with ``--redirect-all-dns-traffic``), while a
+    configuration may hold both (capture_all wins); capture_all implies
+    enabled.
+    """
+    errors = []
+    if not isinstance(params, dict):
+        return complete({}), ["options: %s is not a dictionary" % _short(params)]
+    try:
+        dns = _get(params, "redirect", "dns") or {}
+        if isinstance(dns, dict) and dns.get("enabled") is True and dns.get("capture_all") is True:
+            errors.append(
+                "redirect.dns.enabled and redirect.dns.capture_all: both are true; only one of them may be set "
+                "(kumactl: only one of '--redirect-dns' or '--redirect-all-dns-traffic' should be specified)"
+            )
+        layers = []
+        config_file = params.get("config_file")
+        if config_file is not None:
+            problem = path_problem(config_file)
+            if problem:
+                errors.append("config_file: %s %s" % (_short(config_file), problem))
+            elif config_file_text is None:
+                errors.append("config_file: %s was not read" % _short(config_file))
+            else:
+                layer, problems = parse_kumactl_config(config_file_text, "config_file %s" % config_file)
+                layers.append(layer)
+                errors += problems
+        inline = params.get("config")
+        if inline is not None:
+            if not isinstance(inline, (dict, str)):
+                errors.append("config: %s is not a dictionary or YAML/JSON text" % _short(inline))
+            else:
+                layer, problems = parse_kumactl_config(inline, "config")
+                layers.append(layer)
+                errors += problems
+        merged = copy.deepcopy(DEFAULTS)
+        for layer in layers:
+            merged = _merge(merged, layer)
+        own = dict((k, v) for k, v in params.items() if k not in ("config", "config_file"))
+        merged = _merge(merged, own)
+        merged["config"] = params.get("config")
+        merged["config_file"] = params.get("config_file")
+        result = complete(merged)
+        dns = _get(result, "redirect", "dns")
+        if isinstance(dns, dict) and dns.get("capture_all") is True:
+            dns["enabled"] = True
+        return result, errors
+    except Exception as exc:  # pragma: no cover - a bug; still no traceback for the user
+        return complete({}), errors + ["options: could not be merged (%s: %s)" % (type(exc).__name__, exc)]

@@ -233,3 +233,115 @@ def test_addresses_follow_go_net_parsing():
            "10.0.0.1/+8", "0x0a.0.0.1", "::ffff:1.2.3.4", "::ffff:0:0/96", "1.2.3.4/24/1", "١٠.0.0.1"]
     assert all(config.parse_ip(a) is not None for a in good), [a for a in good if config.parse_ip(a) is None]
     assert all(config.parse_ip(a) is None for a in bad), [a for a in bad if config.parse_ip(a) is not None]
+
+
+# -- kumactl's configuration (issue 12, section 3) --
+
+
+def unset(**given):
+    params = dict((k, None) for k in config.ARGUMENT_SPEC)
+    params.update(given)
+    return params
+
+
+def test_effective_params_precedence_is_kumactls():
+    conf = {"redirect": {"inbound": {"port": 12345, "excludePorts": "22, 2222"}, "outbound": {"port": 12346}}, "wait": 9}
+    text = '{"redirect": {"inbound": {"port": 1}, "dns": {"port": 7777}}, "wait": 1, "kumaDPUser": 5678}'
+    params, errors = config.effective_params(
+        unset(config=conf, config_file="/etc/kuma/tp.json", redirect={"outbound": {"port": 15001}}), text
+    )
+    assert errors == []
+    assert params["redirect"]["inbound"]["port"] == 12345  # config over config_file
+    assert params["redirect"]["inbound"]["exclude_ports"] == [22, 2222]  # kumactl's Ports from a string
+    assert params["redirect"]["dns"]["port"] == 7777  # config_file over the defaults
+    assert params["redirect"]["outbound"]["port"] == 15001  # the module's own option over config
+    assert params["wait"] == 9 and params["kuma_dp_user"] == "5678"
+    assert params["state"] == "present" and params["retry"]["max_retries"] == 4
+
+
+def test_effective_params_lists_are_replaced_not_merged():
+    params, errors = config.effective_params(
+        unset(config={"redirect": {"outbound": {"excludePorts": [1, 2]}}}, redirect={"outbound": {"exclude_ports": [3]}})
+    )
+    assert errors == [] and params["redirect"]["outbound"]["exclude_ports"] == [3]
+
+
+@pytest.mark.parametrize(
+    "conf,message",
+    [
+        ({"redirect": {"inbound": {"chainName": "X"}}}, "config.redirect.inbound: unknown or unsupported kumactl configuration key 'chainName'"),
+        ({"redirct": {}}, "config: unknown or unsupported kumactl configuration key 'redirct'"),
+        ({"storeFirewalld": True}, "config.storeFirewalld: True is not supported (use the module's backend: firewalld)"),
+        ({"dryRun": True}, "config.dryRun: True is not supported"),
+        ({"cniMode": True}, "config.cniMode: True is not supported"),
+        ({"verbose": True}, "config.verbose: True is not supported"),
+        ({"ebpf": {"enabled": True}}, "config.ebpf"),
+        ({"redirect": {"inbound": {"port": "15006"}}}, "config.redirect.inbound.port: '15006' is not a valid port"),
+        ({"redirect": {"inbound": {"port": 0}}}, "config.redirect.inbound.port: 0 is not a valid port"),
+        ({"redirect": {"inbound": {"excludePorts": "22,0"}}}, "value '0' is not a valid port"),
+        ({"redirect": {"dns": {"enabled": "yes"}}}, "config.redirect.dns.enabled: 'yes' is not a boolean"),
+        ({"retry": {"sleepBetweenRetries": "2 s"}}, "config.retry.sleepBetweenRetries: '2 s' is not a Go duration"),
+        ({"ipFamilyMode": "ipv6"}, "config.ipFamilyMode: 'ipv6' must be one of 'dualstack' or 'ipv4'"),
+        ({"redirect": []}, "config.redirect: [] is not a mapping"),
+        ("redirect: [", "config: is not valid YAML"),
+        (["x"], "config: ['x'] is not a dictionary or YAML/JSON text"),
+    ],
+)
+def test_kumactl_configuration_is_refused_by_name(conf, message):
+    _params, errors = config.effective_params(unset(config=conf))
+    assert any(message in e for e in errors), errors
+
+
+def test_redirect_dns_with_capture_all_as_kumactl():
+    _p, errors = config.effective_params(unset(redirect={"dns": {"enabled": True, "capture_all": True}}))
+    assert any("only one of '--redirect-dns' or '--redirect-all-dns-traffic'" in e for e in errors)
+    # a configuration may hold both (kumactl accepts it): capture_all wins, and implies enabled
+    params, errors = config.effective_params(unset(config={"redirect": {"dns": {"enabled": True, "captureAll": True}}}))
+    assert errors == [] and params["redirect"]["dns"]["enabled"] and params["redirect"]["dns"]["capture_all"]
+    params, errors = config.effective_params(unset(redirect={"dns": {"capture_all": True}}))
+    assert errors == [] and params["redirect"]["dns"]["enabled"]
+
+
+def test_config_file_must_be_read_by_the_caller():
+    _p, errors = config.effective_params(unset(config_file="/etc/kuma/tp.yaml"))
+    assert errors == ["config_file: '/etc/kuma/tp.yaml' was not read"]
+    _p, errors = config.effective_params(unset(config_file="tp.yaml"), "{}")
+    assert errors == ["config_file: 'tp.yaml' is not an absolute path"]
+
+
+def test_go_durations():
+    assert config.go_duration("2s") == 2.0 and config.go_duration("1m30s") == 90.0
+    assert config.go_duration("500ms") == 0.5 and config.go_duration("0") == 0.0
+    assert config.go_duration(2000000000) == 2.0
+    for bad in ("", "2", "s", "1x", "nan", "inf", None, True):
+        with pytest.raises(ValueError):
+            config.go_duration(bad)
+
+
+def test_iptables_executables_from_config():
+    conf = {"iptablesExecutables": {"iptables": "/usr/sbin/iptables-nft", "iptables-save": "/usr/sbin/iptables-nft-save",
+                                    "iptables-restore": "/usr/sbin/iptables-nft-restore"}}
+    params, errors = config.effective_params(unset(config=conf))
+    assert errors == [] and config.validate(params) == []
+    assert params["iptables_executables"]["iptables_save"] == "/usr/sbin/iptables-nft-save"
+    assert params["iptables_executables"]["ip6tables"] is None
+
+
+def test_include_ports_as_kuma_builds_them():
+    from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
+
+    params = config.with_defaults(
+        {"redirect": {"inbound": {"include_ports": [8080, 8443], "exclude_ports": [22], "exclude_ips": ["10.0.0.1"]},
+                      "outbound": {"include_ports": [80], "exclude_ports": [25]}}}
+    )
+    nat = rules.build(config.family_config(params, False, "5678")).table("nat")
+    inbound = [r.restore(False) for r in nat.chain(rules.INBOUND_CHAIN).rules]
+    outbound = [r.restore(False) for r in nat.chain(rules.OUTBOUND_CHAIN).rules]
+    assert inbound == [
+        "-A KUMA_MESH_INBOUND -s 10.0.0.1 -j RETURN",
+        "-A KUMA_MESH_INBOUND -p tcp --dport 8080 -j KUMA_MESH_INBOUND_REDIRECT",
+        "-A KUMA_MESH_INBOUND -p tcp --dport 8443 -j KUMA_MESH_INBOUND_REDIRECT",
+    ]  # Kuma: with include ports, exclude ports and the catch-all are left out
+    assert "-A KUMA_MESH_OUTBOUND -p tcp --dport 25 -j RETURN" not in outbound
+    assert outbound[-1] == "-A KUMA_MESH_OUTBOUND -p tcp --dport 80 -j KUMA_MESH_OUTBOUND_REDIRECT"
+    assert outbound[-2] == "-A KUMA_MESH_OUTBOUND -d 127.0.0.1/32 -j RETURN"
