@@ -19,7 +19,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ipaddress
-import shlex
+import re
 
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import (
     CHAIN_PREFIX,
@@ -127,6 +127,34 @@ def save_quote(text):
     return '"' + "".join(out) + '"'
 
 
+class UnsafeRule(ValueError):
+    """A value that cannot be written into an iptables-restore line as one token."""
+
+
+# Values (addresses, ports, interface names, chain names, protocols...):
+# never a leading '-' or '!', nothing iptables-restore would split or unquote.
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_:][A-Za-z0-9_.:/,+-]*$")
+_SAFE_FLAG = re.compile(r"^(!|-[a-zA-Z]|--[a-z][a-z0-9-]*)$")
+_COMMENT_CHARS = re.compile(r"^[\x20-\x7e]*$")
+
+
+def safe_token(text, flag=False):
+    """Whether ``text`` is one safe iptables-restore token of its kind."""
+    if not isinstance(text, str) or len(text) > 512:
+        return False
+    return bool((_SAFE_FLAG if flag else _SAFE_VALUE).match(text))
+
+
+def restore_quote(text):
+    """A comment as one quoted iptables-restore token. Printable ASCII only
+    (UnsafeRule otherwise): then Go's %q (what Kuma writes) and
+    iptables-restore's unquoting (backslash escapes inside double quotes)
+    agree byte for byte."""
+    if not isinstance(text, str) or not _COMMENT_CHARS.match(text) or len(text) > 256:
+        raise UnsafeRule("comment %r cannot be written into an iptables-restore line" % (text,))
+    return go_quote(text)
+
+
 def canonical_address(address):
     """``10.0.0.1`` -> ``10.0.0.1/32``, ``172.32.16.8/16`` -> ``172.32.0.0/16``."""
     return ipaddress.ip_network(u"%s" % address, strict=False).with_prefixlen
@@ -152,38 +180,80 @@ class Rule(object):
             return [("m", "comment", [("comment", self.full_comment(), False)])] + self.params
         return list(self.params)
 
-    def restore(self, comments=True):
-        """The line as Kuma writes it for iptables-restore."""
-        if self.position:
-            words = ["-I", self.chain, str(self.position)]
-        else:
-            words = ["-A", self.chain]
+    def tokens(self, comments=True):
+        """The rule as iptables-restore's tokens, after ``-A CHAIN`` / ``-I CHAIN n``:
+        ``[(kind, text)]`` with kind ``"flag"`` (written by this module),
+        ``"value"`` (may come from the options) or ``"comment"``."""
+        out = []
+
+        def flag(*words):
+            out.extend(("flag", w) for w in words)
+
+        def value(text):
+            out.append(("value", text))
+
         for param in self._params_with_comment(comments):
             kind = param[0]
             if kind in ("s", "d"):
-                words += (["!"] if param[2] else []) + ["-" + kind, param[1]]
+                flag(*((["!"] if param[2] else []) + ["-" + kind]))
+                value(param[1])
             elif kind in ("i", "o"):
-                words += ["-" + kind, param[1]]
+                flag("-" + kind)
+                value(param[1])
             elif kind == "p":
-                words += ["-p", param[1]]
-                for flag, value, negated in param[2]:
-                    words += (["!"] if negated else []) + ["--" + flag, value]
+                flag("-p")
+                value(param[1])
+                for name, text, negated in param[2]:
+                    flag(*((["!"] if negated else []) + ["--" + name]))
+                    value(text)
             elif kind == "m":
-                words += ["-m", param[1]]
-                for flag, value, negated in param[2]:
-                    if flag == "comment":
-                        value = go_quote(value)
-                    words += (["!"] if negated else []) + ["--" + flag, value]
+                flag("-m")
+                value(param[1])
+                for name, text, negated in param[2]:
+                    flag(*((["!"] if negated else []) + ["--" + name]))
+                    if name == "comment":
+                        out.append(("comment", text))
+                    else:
+                        value(text)
             elif kind == "j":
-                words += ["-j", param[1]]
-                for flag, value in param[2]:
-                    words += ["--" + flag, value]
+                flag("-j")
+                value(param[1])
+                for name, text in param[2]:
+                    flag("--" + name)
+                    value(text)
+        return out
+
+    def head_words(self):
+        if self.position:
+            return ["-I", self.chain, str(self.position)]
+        return ["-A", self.chain]
+
+    def restore(self, comments=True):
+        """The line as Kuma writes it for iptables-restore.
+
+        Every value is checked against the safe token grammar at render time
+        (UnsafeRule otherwise): it cannot start a new line, a new option or a
+        quoted string, so the line tokenises exactly as written. The comment
+        is written quoted (Go's %q, as Kuma does), which for the printable
+        ASCII text allowed here is also how iptables-restore unquotes it.
+        """
+        if not safe_token(self.chain):
+            raise UnsafeRule("chain %r cannot be written into an iptables-restore line" % (self.chain,))
+        words = self.head_words()
+        for kind, text in self.tokens(comments):
+            if kind == "comment":
+                words.append(restore_quote(text))
+            elif safe_token(text, flag=kind == "flag"):
+                words.append(text)
+            else:
+                raise UnsafeRule("%s: %r cannot be written into an iptables-restore line" % (self.chain, text))
         return " ".join(words)
 
     def args(self, comments=True):
         """The rule's arguments after ``-A CHAIN`` / ``-I CHAIN n``, as a list
-        (what firewalld's direct interface takes)."""
-        return shlex.split(self.restore(comments))[3 if self.position else 2:]
+        (what firewalld's direct interface takes). Checked as restore() does."""
+        self.restore(comments)
+        return [text for _kind, text in self.tokens(comments)]
 
     def saved(self, comments=True):
         """The line iptables-save prints for this rule (iptables 1.8, nft or legacy)."""
@@ -347,6 +417,16 @@ def _mesh_inbound(cfg):
         return chain.add(append([proto("tcp"), RETURN], "inbound traffic redirection is disabled"))
     for address in cfg.inbound_exclude_ips:
         chain.add(append([src(address), RETURN], "skip further processing for configured IP address"))
+    for port in cfg.inbound_include_ports:
+        chain.add(
+            append(
+                [proto("tcp", dport=port), jump(INBOUND_REDIRECT_CHAIN)],
+                "redirect inbound traffic from port %d to the custom chain for processing" % port,
+            )
+        )
+    if cfg.inbound_include_ports:
+        # Kuma: with include ports, only they are redirected; exclude ports are ignored.
+        return chain
     for port in cfg.inbound_exclude_ports:
         chain.add(
             append(
@@ -367,7 +447,7 @@ def _mesh_outbound(cfg):
     chain = Chain("nat", OUTBOUND_CHAIN)
     if not cfg.outbound_enabled:
         return chain.add(append([proto("tcp"), RETURN], "outbound traffic redirection is disabled"))
-    for port in cfg.outbound_exclude_ports:
+    for port in [] if cfg.outbound_include_ports else cfg.outbound_exclude_ports:
         chain.add(
             append(
                 [proto("tcp", dport=port), RETURN],
@@ -402,11 +482,21 @@ def _mesh_outbound(cfg):
             [dst(cfg.localhost), RETURN],
             "return traffic destined for localhost (%s) to avoid redirection" % cfg.localhost,
         ),
-        append(
-            [jump(OUTBOUND_REDIRECT_CHAIN)],
-            "redirect all other outbound traffic to our custom chain for further processing",
-        ),
     )
+    for port in cfg.outbound_include_ports:
+        chain.add(
+            append(
+                [proto("tcp", dport=port), jump(OUTBOUND_REDIRECT_CHAIN)],
+                "redirect outbound TCP traffic to port %d to our custom chain for further processing" % port,
+            )
+        )
+    if not cfg.outbound_include_ports:
+        chain.add(
+            append(
+                [jump(OUTBOUND_REDIRECT_CHAIN)],
+                "redirect all other outbound traffic to our custom chain for further processing",
+            )
+        )
     return chain
 
 

@@ -44,7 +44,7 @@ author:
 requirements:
   - iptables (nft or legacy; ip6tables for IPv6)
   - iproute2, to add C(::6/128) to the loopback as Kuma does for IPv6
-  - netaddr (python3-netaddr) on the target
+  - PyYAML on the target only to read O(config_file), or O(config) given as text, in YAML (JSON needs nothing)
 extends_documentation_fragment: []
 attributes:
   check_mode:
@@ -64,21 +64,53 @@ options:
     type: str
     choices: [present, absent]
     default: present
+  config:
+    description:
+      - A kumactl transparent-proxy configuration, as it is - the YAML or JSON that
+        C(kumactl install transparent-proxy --config) takes (camelCase keys, Kuma 2.14 and 3.x) - given
+        as a dictionary, or as YAML or JSON text (YAML text needs PyYAML on the target; JSON does not).
+      - "Precedence is kumactl's: Kuma's defaults, then O(config_file), then O(config), then every option
+        of this module the task sets explicitly. Dictionaries merge key by key; lists are replaced, not merged."
+      - "Keys: C(kumaDPUser), C(ipFamilyMode), C(redirect.inbound)/C(redirect.outbound) (C(enabled), C(port),
+        C(includePorts), C(excludePorts), C(excludePortsForUIDs), C(excludePortsForIPs),
+        C(insertRedirectInsteadOfAppend)), C(redirect.dns) (C(enabled), C(port), C(captureAll),
+        C(skipConntrackZoneSplit), C(resolvConfigPath)), C(redirect.vnet.networks), C(dropInvalidPackets),
+        C(log.enabled), C(log.level), C(wait), C(waitInterval), C(retry.maxRetries),
+        C(retry.sleepBetweenRetries) (a Go duration such as C(2s), or nanoseconds), C(comments.disabled),
+        C(iptablesExecutables) (C(iptables), C(iptables-save), C(iptables-restore), C(ip6tables),
+        C(ip6tables-save), C(ip6tables-restore))."
+      - C(verbose), C(dryRun), C(storeFirewalld), C(cniMode) and 2.x's C(ebpf) are accepted only when
+        false (disabled); any other key is refused by name, and every value is checked as the module's
+        own option is.
+      - A configuration may set both C(redirect.dns.enabled) and C(captureAll), as kumactl allows
+        (all DNS is captured).
+    type: raw
+  config_file:
+    description:
+      - Absolute path, on the target, of a kumactl transparent-proxy configuration file (YAML or JSON),
+        as C(kumactl install transparent-proxy --config-file) takes it. See O(config) for the keys and
+        the precedence; O(config) overrides this file.
+    type: str
   kuma_dp_user:
     description:
       - Name or uid of the user kuma-dp runs as. Its traffic is not redirected.
-      - The user must exist on the host (Kuma's C(--kuma-dp-user)).
+      - Left empty (the default) the module finds the user as Kuma does - uid C(5678), else a user named
+        C(kuma-dp) - and fails when there is neither.
+      - A given user must exist on the host (Kuma's C(--kuma-dp-user)). C(root), uid C(0) and any user whose
+        uid is 0 are refused - every process of root would bypass the proxy.
+      - "Grammar: a user name (letters, digits, C(_), C(.), C(-), at most 32 characters, not starting with
+        C(-)) or a uid (0-4294967294)."
       - The application must not run as this user, or its traffic bypasses the proxy.
+      - Default - empty, unless O(config) or O(config_file) sets C(kumaDPUser).
     type: str
-    default: kuma-dp
   ip_family_mode:
     description:
       - V(dualstack) writes IPv4 and IPv6 rules; V(ipv4) only IPv4 rules (and removes Kuma's IPv6 rules).
       - As in Kuma, IPv6 rules are skipped when the host has no non-loopback IPv6 address.
         C(::6), the passthrough address Kuma itself puts on the loopback, does not count.
+      - Default V(dualstack), unless O(config) or O(config_file) sets C(ipFamilyMode).
     type: str
     choices: [dualstack, ipv4]
-    default: dualstack
   iptables_mode:
     description:
       - Which iptables backend to write to.
@@ -90,167 +122,251 @@ options:
     type: str
     choices: [auto, nft, legacy]
     default: auto
-  redirect:
-    description: What is redirected where (Kuma's C(redirect) section).
+  iptables_executables:
+    description:
+      - Paths of the iptables executables to use instead of finding them (kumactl's C(--iptables-executables),
+        C(iptablesExecutables) in O(config)).
+      - The three of a family are given together or not at all (kumactl ignores a partial set with a
+        warning; the module refuses it).
+      - Each is an absolute path of printable ASCII letters, digits and C(_./+@%=,~-), no control characters.
+      - Default - none, the executables are found as O(iptables_mode) says.
     type: dict
-    default: {}
+    suboptions:
+      iptables:
+        description: The C(iptables) executable.
+        type: str
+      iptables_save:
+        description: The C(iptables-save) executable.
+        type: str
+      iptables_restore:
+        description: The C(iptables-restore) executable.
+        type: str
+      ip6tables:
+        description: The C(ip6tables) executable.
+        type: str
+      ip6tables_save:
+        description: The C(ip6tables-save) executable.
+        type: str
+      ip6tables_restore:
+        description: The C(ip6tables-restore) executable.
+        type: str
+  redirect:
+    description:
+      - What is redirected where (Kuma's C(redirect) section).
+      - Every suboption left out takes Kuma's default (given with it), unless O(config) or O(config_file) sets it.
+      - "Every list takes at most 1024 entries. Duplicate entries (the same port, address, exclusion or
+        network) are kept once, in the order first given."
+    type: dict
     suboptions:
       inbound:
         description: Inbound TCP redirection (C(KUMA_MESH_INBOUND)).
         type: dict
-        default: {}
         suboptions:
           enabled:
-            description: Redirect inbound TCP to O(redirect.inbound.port). When V(false) the chain only returns.
+            description:
+              - Redirect inbound TCP to O(redirect.inbound.port). When V(false) the chain only returns.
+              - Default V(true).
             type: bool
-            default: true
           port:
-            description: Envoy's inbound port, C(networking.transparentProxying.redirectPortInbound) of the Dataplane.
+            description:
+              - Envoy's inbound port, C(networking.transparentProxying.redirectPortInbound) of the Dataplane (1-65535).
+              - Default V(15006).
             type: int
-            default: 15006
-          exclude_ports:
-            description: Destination ports of inbound TCP that are not redirected (e.g. C(22)).
+          include_ports:
+            description:
+              - Only inbound TCP to these destination ports is redirected (Kuma's C(includePorts)); when given,
+                O(redirect.inbound.exclude_ports) is ignored, as in Kuma (1-65535 each).
+              - Default - empty, every port is redirected.
             type: list
             elements: int
-            default: []
+          exclude_ports:
+            description:
+              - Destination ports of inbound TCP that are not redirected (e.g. C(22)), 1-65535 each.
+              - Default - empty.
+            type: list
+            elements: int
           exclude_ips:
             description:
               - Source addresses or CIDRs, IPv4 and IPv6 mixed, whose inbound traffic is not redirected.
-              - Each family gets only its own addresses. An entry may hold a comma-separated list, as in kumactl.
+              - Each family gets only its own addresses. An entry may hold a comma-separated list, as in kumactl;
+                spaces around the commas are dropped; an entry without an address is refused.
+              - "Addresses are read as Kuma reads them (Go's C(net.ParseIP)/C(net.ParseCIDR)): dotted IPv4 with
+                four parts and no leading zeros, IPv6 without a zone, an optional C(/prefix). IPv4-mapped IPv6
+                addresses (C(::ffff:a.b.c.d)) are refused (Kuma would write them into IPv4 rules)."
+              - Default - empty.
             type: list
             elements: str
-            default: []
+          exclude_ports_for_uids:
+            description:
+              - Kuma's C(redirect.inbound.excludePortsForUIDs), for configuration parity only - a non-empty list
+                is refused - Kuma's builder turns each entry into C(-A KUMA_MESH_INBOUND -j RETURN), which
+                ends all inbound redirection (inbound packets have no owner uid). Use
+                O(redirect.inbound.exclude_ports) or O(redirect.inbound.exclude_ips).
+              - Default - empty.
+            type: list
+            elements: str
           insert_instead_of_append:
-            description: Insert the C(PREROUTING) jump at the top instead of appending it.
+            description:
+              - Insert the C(PREROUTING) jump at the top instead of appending it.
+              - Default V(false).
             type: bool
-            default: false
       outbound:
         description: Outbound TCP redirection (C(KUMA_MESH_OUTBOUND)).
         type: dict
-        default: {}
         suboptions:
           enabled:
-            description: Redirect outbound TCP to O(redirect.outbound.port). When V(false) the chain only returns.
+            description:
+              - Redirect outbound TCP to O(redirect.outbound.port). When V(false) the chain only returns.
+              - Default V(true).
             type: bool
-            default: true
           port:
-            description: Envoy's outbound port, C(networking.transparentProxying.redirectPortOutbound) of the Dataplane.
+            description:
+              - Envoy's outbound port, C(networking.transparentProxying.redirectPortOutbound) of the Dataplane (1-65535).
+              - Default V(15001).
             type: int
-            default: 15001
-          exclude_ports:
-            description: Destination ports of outbound TCP that are not redirected.
+          include_ports:
+            description:
+              - Only outbound TCP to these destination ports is redirected (Kuma's C(includePorts)); when given,
+                O(redirect.outbound.exclude_ports) is ignored, as in Kuma (1-65535 each).
+              - Default - empty, every port is redirected.
             type: list
             elements: int
-            default: []
+          exclude_ports:
+            description:
+              - Destination ports of outbound TCP that are not redirected, 1-65535 each.
+              - Default - empty.
+            type: list
+            elements: int
           exclude_ips:
             description:
               - Destination addresses or CIDRs, IPv4 and IPv6 mixed, that are not redirected.
-              - Each family gets only its own addresses. An entry may hold a comma-separated list, as in kumactl.
+              - Same grammar as O(redirect.inbound.exclude_ips).
+              - Default - empty.
             type: list
             elements: str
-            default: []
           exclude_ports_for_uids:
             description:
               - "Ports excluded for some uids, Kuma's format C([proto:][ports:]uids): proto is C(tcp), C(udp),
                 a comma list of them, C(*) or empty (both); ports are values, lists and C(a-b) ranges,
                 C(*) or empty meaning all; uids are one value or one C(a-b) range."
+              - "Stricter than Kuma: numbers are 0-65535 (as in Kuma), a range has exactly two parts with
+                low <= high (C(900-100) and C(1-2-3) are refused), no empty list element, at most 15 ports
+                (a range counts 2, the limit of iptables' multiport match)."
               - Example C(udp:53:106-108) or C(53,3000-5000:1000).
+              - Default - empty.
             type: list
             elements: str
-            default: []
           insert_instead_of_append:
-            description: Insert the C(OUTPUT) jump into C(KUMA_MESH_OUTBOUND) instead of appending it.
+            description:
+              - Insert the C(OUTPUT) jump into C(KUMA_MESH_OUTBOUND) instead of appending it.
+              - Default V(false).
             type: bool
-            default: false
       dns:
         description: DNS redirection to kuma-dp's DNS proxy.
         type: dict
-        default: {}
         suboptions:
           enabled:
             description:
               - Redirect UDP DNS sent to the name servers of O(redirect.dns.resolv_conf) to O(redirect.dns.port).
               - A family with no name server in that file gets no DNS rules (with a warning), as in Kuma.
+              - Setting both this and O(redirect.dns.capture_all) to V(true) is refused, as kumactl refuses
+                C(--redirect-dns) with C(--redirect-all-dns-traffic) (a configuration in O(config) may hold both).
+              - Default V(false).
             type: bool
-            default: false
           capture_all:
-            description: Redirect all UDP DNS, whatever the server. Implies O(redirect.dns.enabled).
+            description:
+              - Redirect all UDP DNS, whatever the server. Implies O(redirect.dns.enabled).
+              - Default V(false).
             type: bool
-            default: false
           port:
-            description: The port kuma-dp's DNS proxy listens on.
+            description:
+              - The port kuma-dp's DNS proxy listens on (1-65535).
+              - Default V(15053).
             type: int
-            default: 15053
           skip_conntrack_zone_split:
-            description: Do not write the raw-table conntrack zone rules that keep DNS replies apart.
+            description:
+              - Do not write the raw-table conntrack zone rules that keep DNS replies apart.
+              - Default V(false).
             type: bool
-            default: false
           resolv_conf:
-            description: The resolv.conf whose name servers are redirected. Must exist when DNS is enabled.
-            type: path
-            default: /etc/resolv.conf
+            description:
+              - The resolv.conf whose name servers are redirected. Must exist when DNS is enabled.
+              - An absolute path of printable ASCII letters, digits and C(_./+@%=,~-).
+              - Default V(/etc/resolv.conf).
+            type: str
       vnet:
         description: Virtual networks (bridges of containers on the host) whose traffic is redirected too.
         type: dict
-        default: {}
         suboptions:
           networks:
             description:
               - "C(iface:CIDR) entries, split at the first colon, e.g. C(docker0:172.17.0.0/16),
                 C(br+:172.18.0.0/16) or C(iface:fd00::/64)."
+              - "The interface name has 1-15 characters (the kernel's limit) of letters, digits, C(_), C(.) and
+                C(-), does not start with C(-) and is not C(.) or C(..); a trailing C(+) (iptables' wildcard)
+                matches every interface starting with the name. The CIDR follows the grammar of
+                O(redirect.inbound.exclude_ips) and needs a prefix."
+              - One network per interface and family (a second one is refused).
+              - Default - empty.
             type: list
             elements: str
-            default: []
   drop_invalid_packets:
-    description: Drop packets in conntrack state INVALID (mangle C(PREROUTING)), as Kuma's C(dropInvalidPackets).
+    description:
+      - Drop packets in conntrack state INVALID (mangle C(PREROUTING)), as Kuma's C(dropInvalidPackets).
+      - Default V(false).
     type: bool
-    default: false
   log:
     description: Kernel logging of matching packets (LOG rules).
     type: dict
-    default: {}
     suboptions:
       enabled:
-        description: Add Kuma's LOG rules.
+        description:
+          - Add Kuma's LOG rules.
+          - Default V(false).
         type: bool
-        default: false
       level:
-        description: Syslog level of the LOG rules (0-7).
+        description:
+          - Syslog level of the LOG rules (0-7).
+          - Default V(7).
         type: int
-        default: 7
   comments:
     description: Rule comments.
     type: dict
-    default: {}
     suboptions:
       disabled:
         description:
           - Write the rules without Kuma's comments.
           - Without comments, rules in built-in chains are recognised as Kuma's only by being equal to
             the rules of the current settings, so rules of older settings cannot be found. Keep comments on.
+          - Default V(false).
         type: bool
-        default: false
   wait:
-    description: Seconds to wait for the xtables lock (legacy backend; nft needs no lock).
+    description:
+      - Seconds to wait for the xtables lock (legacy backend; nft needs no lock), 0-3600.
+      - Passed explicitly as C(--wait=N); V(0) means do not wait - the restore fails at once when another
+        program holds the lock (Kuma passes no C(--wait) for 0).
+      - Default V(5).
     type: int
-    default: 5
   wait_interval:
-    description: Microseconds between tries for the xtables lock (legacy backend); V(0) leaves iptables' default.
+    description:
+      - Microseconds between tries for the xtables lock (legacy backend), 0-999999 (iptables refuses 1 second
+        or more); V(0) leaves iptables' default.
+      - Default V(0).
     type: int
-    default: 0
   retry:
     description: Retries of a failed restore; Kuma's part is put back as it was before every retry.
     type: dict
-    default: {}
     suboptions:
       max_retries:
-        description: Retries after the first try.
+        description:
+          - Retries after the first try, 0-100.
+          - Default V(4).
         type: int
-        default: 4
       sleep_between_retries:
-        description: Seconds between tries.
+        description:
+          - Seconds between tries, a finite number from 0 to 600 (C(nan), C(inf) and larger values are refused).
+          - Default V(2.0).
         type: float
-        default: 2.0
   protect_ssh_session:
     description:
       - When the module runs over SSH, add the port of that SSH session to the inbound excluded ports,
@@ -285,6 +401,12 @@ options:
     choices: [iptables, firewalld]
     default: iptables
 notes:
+  - "Input is checked before anything on the host is read or changed, and refused with every error
+    naming the option and the value: every string that can reach a rule has a grammar (printable
+    ASCII; no control character, quote, backslash, leading C(-) or C(!)), every number a range, every
+    list at most 1024 entries. Rule values are checked again when a rule is written, and every payload
+    (C(iptables-restore) input, firewalld direct entries) passes a gate that refuses any line that does
+    not create, fill or delete Kuma's own chains and rules in the raw, nat and mangle tables."
   - Kuma probes iptables extensions by running C(iptables -m X -h); this module does not, so that a
     no-change run starts no process but the C(iptables-save) reads. A missing extension makes the
     validating C(iptables-restore --test) fail, before anything is changed.
@@ -323,6 +445,26 @@ EXAMPLES = r"""
 - name: Print the IPv4 restore input
   ansible.builtin.debug:
     msg: "{{ tproxy.rules.ipv4 }}"
+
+- name: Keep a site's kumactl configuration; the task's own options override it
+  kuma.mesh.kuma_tproxy:
+    config_file: /etc/kuma/transparent-proxy.yaml
+    config:
+      redirect:
+        dns:
+          enabled: true
+        outbound:
+          includePorts: [80, 443]
+    redirect:
+      inbound:
+        exclude_ports: [22]
+
+- name: Use these iptables executables, not the ones found on PATH
+  kuma.mesh.kuma_tproxy:
+    iptables_executables:
+      iptables: /usr/sbin/iptables-nft
+      iptables_save: /usr/sbin/iptables-nft-save
+      iptables_restore: /usr/sbin/iptables-nft-restore
 
 - name: Remove Kuma's rules (also ones kumactl wrote), leave every other rule alone
   kuma.mesh.kuma_tproxy:

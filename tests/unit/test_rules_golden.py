@@ -188,3 +188,96 @@ def test_docker_output_chain_becomes_the_dns_jump_target():
     ) in text
     # Kuma: no conntrack zone split when all DNS is captured inside Docker.
     assert "* raw" not in text
+
+
+def test_restore_lines_tokenise_as_written():
+    """Every line we write splits, as iptables-restore splits it, into exactly the
+    tokens the builder meant (args()), and matches kumactl's golden token for token."""
+    from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_gate as gate
+
+    for params in (config.with_defaults(), WITH_MULTIPLE_FLAGS, WITH_MULTIPLE_CONFIG_FLAGS):
+        for ipv6 in (False, True):
+            cfg = config.family_config(params, ipv6=ipv6, uid="5678", dns_servers=["127.0.0.53", "::1"])
+            ruleset = rules.build(cfg)
+            for table in ruleset.tables:
+                for chain in table.chains:
+                    for rule in chain.rules:
+                        tokens = gate.tokenize(rule.restore())
+                        assert tokens == rule.head_words() + rule.args(), rule.restore()
+    ours = [gate.tokenize(line) for line in dry_run({}).splitlines()]
+    kumas = [gate.tokenize(line) for line in dry_run_golden("install-transparent-proxy.defaults.golden.txt").splitlines()]
+    assert ours == kumas
+
+
+def test_unsafe_values_cannot_be_rendered():
+    for bad in ("a\n-F DOCKER", "-j", "!x", 'a"b', "a b", ""):
+        rule = rules.Rule("nat", "KUMA_MESH_INBOUND", [rules.in_iface(bad), rules.RETURN])
+        with pytest.raises(rules.UnsafeRule):
+            rule.restore()
+        with pytest.raises(rules.UnsafeRule):
+            rule.args()
+    rule = rules.Rule("nat", "KUMA_MESH_INBOUND", [rules.RETURN], comment="line\nbreak")
+    with pytest.raises(rules.UnsafeRule):
+        rule.restore()
+
+
+CONFIG_2_YAML = """
+redirect:
+  dns:
+    enabled: true
+    port: 8888
+  outbound:
+    excludePortsForIPs:
+    - 10.11.12.13
+    - 172.14.15.16/32
+  inbound:
+    excludePorts:
+    - 10000
+    - 20000
+"""
+CONFIG_STDIN_YAML = """
+redirect:
+  vnet:
+    networks:
+    - docker2:10.0.0.0/8
+    - docker0:172.17.0.0/16
+    - br+:172.18.0.0/16
+    - iface:::1/64
+  dns:
+    enabled: true
+    captureAll: true
+  inbound:
+    enabled: true
+    excludePorts:
+    - 4444
+    - 55555
+    excludePortsForIPs:
+    - 192.168.0.1,172.32.16.8/16,fe80::/10
+    - a81b:a033:6399:73c7:72b6:aa8c:6f22:7098
+  outbound:
+    enabled: true
+    excludePortsForUIDs:
+    - 1
+    - 2-3:4-5
+    excludePorts:
+    - 6
+    - 77
+    - 888
+    excludePortsForIPs:
+    - 10.0.0.1,192.168.0.0/24,fe80::1
+    - fd00::/8
+"""
+
+
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_kumactl_configuration_gives_kumas_e2e_rules(ipv6):
+    """Kuma's with-multiple-config-flags case from its own YAML: /2.yaml as config_file
+    (it overrides all of /1.yaml), STDIN as config; kumactl's precedence."""
+    params = dict((k, None) for k in config.ARGUMENT_SPEC)
+    params.update(config_file="/etc/kuma/tproxy.yaml", config=CONFIG_STDIN_YAML)
+    effective, errors = config.effective_params(params, config_file_text=CONFIG_2_YAML)
+    assert errors == [] and config.validate(effective) == []
+    assert effective["redirect"]["dns"]["port"] == 8888
+    name = "ubuntu-24-04-with-multiple-config-flags.%s.golden" % ("ip6tables" if ipv6 else "iptables")
+    expected = {t: lines for t, lines in saved_golden(name).items() if lines}
+    assert saved_lines(effective, ipv6) == expected
