@@ -45,10 +45,11 @@ def isolated_env(collections_path, home):
     return env
 
 
-def run(cmd, env=None, cwd=None, timeout=120):
-    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+def run(cmd, env=None, cwd=None, timeout=300):
+    """stdout of `cmd`; stderr (warnings) only shows when it fails."""
+    proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=timeout, check=False)
-    assert proc.returncode == 0, "$ %s\n(exit %d)\n%s" % (" ".join(cmd), proc.returncode, proc.stdout)
+    assert proc.returncode == 0, "$ %s\n(exit %d)\n%s\n%s" % (" ".join(cmd), proc.returncode, proc.stdout, proc.stderr)
     return proc.stdout
 
 
@@ -86,6 +87,4 @@ def installed_collection(tmp_path_factory):
 
 
 def load_json(text):
-    """JSON from a tool's output, skipping any warning lines before it."""
-    start = min(i for i in (text.find("{"), text.find("[")) if i >= 0)
-    return json.loads(text[start:])
+    return json.loads(text)

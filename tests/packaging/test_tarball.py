@@ -94,12 +94,12 @@ def test_every_role_has_its_manual_from_the_installed_collection(installed_colle
     listed = load_json(run([tool("ansible-doc"), "-t", "role", "--list", "--json", "kuma.mesh"],
                            env=c.env, cwd=c.home))
     assert sorted(listed) == ["kuma.mesh." + r for r in ROLES]
-    for role in ROLES:
-        doc = load_json(run([tool("ansible-doc"), "-t", "role", "--json", "kuma.mesh." + role],
-                            env=c.env, cwd=c.home))
-        entry = doc["kuma.mesh." + role]
-        assert entry["path"] == c.path, entry["path"]
-        assert entry["entry_points"]["main"]["options"], role
+    docs = load_json(run([tool("ansible-doc"), "-t", "role", "--json"] + ["kuma.mesh." + r for r in ROLES],
+                         env=c.env, cwd=c.home))
+    assert sorted(docs) == ["kuma.mesh." + r for r in ROLES]
+    for role, doc in docs.items():
+        assert doc["path"] == c.path, (role, doc["path"])
+        assert doc["entry_points"]["main"]["options"], role
 
 
 def test_every_playbook_passes_a_syntax_check_from_the_installed_collection(installed_collection):
