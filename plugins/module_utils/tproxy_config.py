@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kuma.mesh maintainers
-# Apache License 2.0 (see LICENSE) / GNU General Public License v3.0+ (see COPYING)
+# Apache License 2.0 (see LICENSE)
 """Options of the transparent proxy, their validation, and the per-family view.
 
 Pure code, no I/O: the host facts it needs (the kuma-dp uid, resolv.conf

@@ -67,6 +67,22 @@ def test_license_agrees_with_galaxy_yml(installed_collection):
     assert "END OF TERMS AND CONDITIONS" in text  # the full text, not a pointer
 
 
+def test_no_file_names_another_licence(installed_collection):
+    # galaxy.yml and LICENSE say Apache-2.0; a header naming GPL or COPYING
+    # (a file the collection does not have) would say otherwise.
+    named = []
+    for dirpath, _, files in os.walk(installed_collection.path):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if name == "LICENSE" or name.endswith(".json"):
+                continue
+            with open(path, errors="replace") as f:
+                text = f.read()
+            if "General Public License" in text or "COPYING" in text or "GPL-" in text:
+                named.append(os.path.relpath(path, installed_collection.path))
+    assert not named, "these files name a licence other than Apache-2.0: %s" % sorted(named)
+
+
 def test_galaxy_yml_names_no_unreal_urls():
     # The repository those URLs named does not exist: an URL comes back only
     # once it is real (and then this test goes with it).
