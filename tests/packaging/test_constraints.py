@@ -62,7 +62,8 @@ def test_claimed_range_is_the_tested_one():
         claimed = SpecifierSet(yaml.safe_load(f)["requires_ansible"])
     tested = LINES + [NEWEST]
     assert all(claimed.contains(line + ".0") for line in tested), (str(claimed), tested)
-    older = "%s.%d" % (LINES[0].split(".")[0], int(LINES[0].split(".")[1]) - 1)
+    major, minor = LINES[0].split(".")
+    older = "%s.%d" % (major, int(minor) - 1)
     assert not claimed.contains(older + ".99"), "meta/runtime.yml claims %s, which is not tested" % older
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()

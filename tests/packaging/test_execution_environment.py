@@ -81,4 +81,3 @@ def test_ansible_builder_create_writes_a_context_with_the_collection_and_its_req
     assert system == requirement_lines("bindep.txt"), found
     assert python == requirement_lines("requirements.txt"), found
     assert all(line.endswith("# from collection kuma.mesh") for line in found["system"] + found["python"]), found
-

@@ -71,7 +71,7 @@ def test_no_file_names_another_licence(installed_collection):
     # galaxy.yml and LICENSE say Apache-2.0; a header naming GPL or COPYING
     # (a file the collection does not have) would say otherwise.
     named = []
-    for dirpath, _, files in os.walk(installed_collection.path):
+    for dirpath, _dirs, files in os.walk(installed_collection.path):
         for name in files:
             path = os.path.join(dirpath, name)
             if name == "LICENSE" or name.endswith(".json"):
