@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kuma.mesh maintainers
-# Apache License 2.0 (see LICENSE) / GNU General Public License v3.0+ (see COPYING)
+# Apache License 2.0 (see LICENSE)
 """kuma_dataplane's logic: build and validate a Kuma Dataplane, render it, write it.
 
 ``build()`` and ``render()`` are pure (no I/O): options in, the resource, its

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kuma.mesh maintainers
-# Apache License 2.0 (see LICENSE) / GNU General Public License v3.0+ (see COPYING)
+# Apache License 2.0 (see LICENSE)
 """kuma_tproxy's one call: read everything, compute the wanted rules, diff,
 apply only what differs in one validated transaction per family, read back.
 """

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kuma.mesh maintainers
-# Apache License 2.0 (see LICENSE) / GNU General Public License v3.0+ (see COPYING)
+# Apache License 2.0 (see LICENSE)
 """Proof on the host that Kuma's transparent-proxy rules redirect traffic (kuma_tproxy_check).
 
 Like Kuma's ``kumactl install transparent-proxy-validator``

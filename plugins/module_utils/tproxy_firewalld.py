@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kuma.mesh maintainers
-# Apache License 2.0 (see LICENSE) / GNU General Public License v3.0+ (see COPYING)
+# Apache License 2.0 (see LICENSE)
 """The firewalld backend of kuma_tproxy: Kuma's rules as firewalld direct rules.
 
 Kuma's rules become firewalld *direct* entries, permanent (the source of truth

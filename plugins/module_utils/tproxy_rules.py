@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kuma.mesh maintainers
-# Apache License 2.0 (see LICENSE) / GNU General Public License v3.0+ (see COPYING)
+# Apache License 2.0 (see LICENSE)
 """Kuma's transparent-proxy rule set, built in memory. No I/O.
 
 A line-for-line port of Kuma's builder (pkg/transparentproxy/iptables/builder/

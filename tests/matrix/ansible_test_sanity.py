@@ -1,0 +1,74 @@
+"""Runs `ansible-test sanity` with the ansible-core of the Python running this
+script, on a copy of the checkout laid out as ansible_collections/kuma/mesh,
+for this Python only and for the tests given (scripts/test-matrix).
+
+    python tests/matrix/ansible_test_sanity.py compile import validate-modules yamllint
+
+ansible-test bootstraps pip in its sanity venvs with a get-pip.py it downloads
+from a host these machines cannot reach: a stand-in gives them the pip that
+ensurepip bundles (the packages themselves still come from the package index),
+as tests/sanity/test_sanity.py does for the full run.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+
+GET_PIP_STANDIN = '''# Stand-in for get-pip.py, written by kuma.mesh's tests/matrix/ansible_test_sanity.py.
+import ensurepip, subprocess, sys
+ensurepip.bootstrap(upgrade=True)
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel") and not a.startswith("pip==")]
+if [a for a in args if not a.startswith("-")]:
+    sys.exit(subprocess.call([sys.executable, "-m", "pip", "install"] + args))
+'''
+
+
+def write_get_pip_standin():
+    import ansible_test  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py")
+    with open(path) as f:
+        version = re.search(r"pip='([0-9.]+)'", f.read()).group(1)
+    cache = os.path.expanduser("~/.ansible/test/cache")
+    os.makedirs(cache, exist_ok=True)
+    standin = os.path.join(cache, "get_pip_%s.py" % version.replace(".", "_"))
+    if not os.path.exists(standin):
+        with open(standin, "w") as f:
+            f.write(GET_PIP_STANDIN)
+
+
+def tracked_files():
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         stdout=subprocess.PIPE, universal_newlines=True, check=True).stdout
+    return [f for f in out.splitlines() if os.path.isfile(os.path.join(ROOT, f))]
+
+
+def main(tests):
+    write_get_pip_standin()
+    work = tempfile.mkdtemp(prefix="kuma-mesh-matrix-sanity-")
+    try:
+        dest = os.path.join(work, "ansible_collections", "kuma", "mesh")
+        for rel in tracked_files():
+            target = os.path.join(dest, rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(os.path.join(ROOT, rel), target)
+        subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+        subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+        cmd = [os.path.join(BIN, "ansible-test"), "sanity", "--local", "--python", "%d.%d" % sys.version_info[:2],
+               "--requirements", "--color", "no"]
+        for test in tests:
+            cmd += ["--test", test]
+        print("$ " + " ".join(cmd), flush=True)
+        return subprocess.call(cmd, cwd=dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:] or ["compile", "import", "validate-modules", "yamllint"]))
