@@ -122,10 +122,12 @@ ANNOUNCE = None  # conftest.py's printer of finished jobs, called from pytest's 
 RUNNING = set()  # the subprocesses jobs are running now
 
 
-def wait(job):
-    """The job's result: from the pool, or by running it now."""
-    if POOL is not None and job.name in POOL.jobs:
-        job = POOL.jobs[job.name]
+def wait(job, pool=None):
+    """The job's result: from the pool (the session's by default), or by
+    running it now."""
+    pool = pool or POOL
+    if pool is not None and job.name in pool.jobs:
+        job = pool.jobs[job.name]
     else:
         job.run()
     while not job.done.wait(5):

@@ -16,7 +16,6 @@ tests are reported shortest first, about the order they finish in.
 import glob
 import os
 import subprocess
-import time
 
 import pytest
 import yaml
@@ -40,7 +39,6 @@ EXPECTED = {
     "dataplane-config": 550,
     "fleet-upgrade-stop": 550,
     "tproxy-firewalld": 450,
-    "demo": 450,
     "tproxy-reboot": 350,
     "tproxy-uninstall": 300,
     "tproxy-legacy": 250,
