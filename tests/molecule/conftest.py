@@ -104,7 +104,10 @@ def images_built():
     rc_file = os.environ.get("KUMA_MESH_IMAGES_RC")
     if not rc_file:
         return None
+    deadline = time.monotonic() + int(os.environ.get("KUMA_MESH_MOLECULE_TIMEOUT", "2700"))
     while not os.path.exists(rc_file):
+        if time.monotonic() > deadline:
+            return f"the test-host images were not built in time: see {os.path.relpath(rc_file[:-3] + '.log', ROOT)}"
         time.sleep(2)
     with open(rc_file) as f:
         rc = f.read().strip()
