@@ -30,13 +30,35 @@ if COLLECTIONS not in sys.path:
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
 
 
+# The order the fast tests run in: the quickest first, so that a broken
+# build shows within a minute.
+FAST_ORDER = ("tests/unit/", "tests/integration/", "tests/sanity/")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (--dist loadgroup, as scripts/run-tests runs it), keep
-    every test but the Molecule scenarios on one worker, in order: the
-    integration tests share the host's network stack and time their traffic,
-    while each scenario has its own containers and runs beside the others."""
+    """The fast tests first (unit, integration, sanity), then the Molecule
+    scenarios and the demo, shortest first: those run in the background from
+    the start (tests/molecule/jobs.py), so their tests only collect results,
+    in about the order they finish.
+
+    Under pytest-xdist (--dist loadgroup), every test but the slow ones stays
+    on one worker, in order: the integration tests share the host's network
+    stack and time their traffic."""
     import pytest
 
+    def rank(item):
+        if item.get_closest_marker("molecule") is not None:
+            expected = getattr(item.module, "expected", None)
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            name = params.get("scenario", item.name)
+            return (len(FAST_ORDER) + 1, expected(name) if expected else 0)
+        path = os.path.relpath(str(item.fspath), ROOT) + "/"
+        for i, prefix in enumerate(FAST_ORDER):
+            if path.startswith(prefix):
+                return (i, 0)
+        return (len(FAST_ORDER), 0)
+
+    items.sort(key=rank)  # stable: pytest's order within each rank
     for item in items:
         if item.get_closest_marker("molecule") is None:
             item.add_marker(pytest.mark.xdist_group("host"))

@@ -58,3 +58,103 @@ def molecule_ready():
             pytest.fail("Molecule scenarios cannot run in CI: " + reason)
         pytest.skip(reason)
     return scenario_env()
+
+
+def slots():
+    """How many slow jobs run at once (KUMA_MESH_TEST_WORKERS, default 3:
+    measured on 2 cores, docs/testing.md)."""
+    return int(os.environ.get("KUMA_MESH_TEST_WORKERS", "3"))
+
+
+def pytest_collection_finish(session):
+    """Starts the selected Molecule scenarios and the demo in the background
+    (jobs.py), the longest first, before the first test runs."""
+    import jobs
+
+    config = session.config
+    if (config.option.collectonly or hasattr(config, "workerinput")  # a pytest-xdist worker
+            or slots() <= 0 or unusable_reason() is not None):
+        return
+    env = scenario_env()
+    found = []
+    for item in session.items:
+        make = getattr(item.module, "background_job", None)
+        if item.get_closest_marker("molecule") is not None and make is not None:
+            found.append((getattr(item.module, "expected", lambda name: 600), make(item, env)))
+    if not found:
+        return
+    found.sort(key=lambda entry: -entry[0](entry[1].name))
+    jobs.POOL = jobs.Pool(slots(), gate=images_built)
+    jobs.POOL.start([job for _, job in found])
+    jobs.ANNOUNCE = functools.partial(announce, config)
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(
+            f"kuma.mesh: {len(found)} slow tests started in the background, {jobs.POOL.slots} at a time "
+            f"(logs in tests/output/); the other tests run meanwhile")
+
+
+def images_built():
+    """None once the test-host images are there, or why they are not.
+    scripts/run-tests builds them in the background while the fast tests run
+    and names the file that receives the build's exit status in
+    KUMA_MESH_IMAGES_RC (its output is beside it, .log for .rc)."""
+    import time
+
+    rc_file = os.environ.get("KUMA_MESH_IMAGES_RC")
+    if not rc_file:
+        return None
+    deadline = time.monotonic() + int(os.environ.get("KUMA_MESH_MOLECULE_TIMEOUT", "2700"))
+    while not os.path.exists(rc_file):
+        if time.monotonic() > deadline:
+            return f"the test-host images were not built in time: see {os.path.relpath(rc_file[:-3] + '.log', ROOT)}"
+        time.sleep(2)
+    with open(rc_file) as f:
+        rc = f.read().strip()
+    if rc == "0":
+        return None
+    return (f"building the test-host images failed (exit {rc}): see "
+            f"{os.path.relpath(rc_file[:-3] + '.log', ROOT)}")
+
+
+def announce(config):
+    """Prints the background jobs that finished since the last call (from
+    pytest's thread only)."""
+    import jobs
+
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    while True:
+        try:
+            job = jobs.POOL.finished.get_nowait()
+        except Exception:  # queue.Empty
+            return
+        if reporter is None:
+            continue
+        ok = job.error is None and (job.result or {}).get("ok")
+        line = (f"kuma.mesh: {job.name} {'done' if ok else 'FAILED'} after {job.seconds:.0f} s "
+                f"(log {jobs.relative(job.log_path)})")
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.ensure_newline()
+                reporter.write_line(line)
+        else:
+            reporter.ensure_newline()
+            reporter.write_line(line)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    import jobs
+
+    if jobs.POOL is not None and jobs.ANNOUNCE is not None:
+        jobs.ANNOUNCE()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stops the background jobs that are still running (an interrupted or
+    -x run): their processes are killed and their containers removed."""
+    import jobs
+
+    if jobs.POOL is not None:
+        jobs.POOL.stop()
+        jobs.POOL = None

@@ -1,30 +1,54 @@
 """Runs every Molecule scenario (molecule/<name>/molecule.yml) as one test.
 
-Each runs `molecule -c molecule/_shared/config.yml test -s <name>` from the
-repository root with the environment of scripts/env.sh; the output goes to
-tests/output/molecule-<name>.log; on failure the test shows the log's failed
-and unreachable task results (CI keeps only the test's output) and its tail. The
-scenario's containers are removed before and after, whatever happens.
+Each runs `molecule test -s <name>` from the repository root with the
+environment of scripts/env.sh (Molecule reads the shared base configuration,
+.config/molecule/config.yml, by itself); the output goes to
+tests/output/molecule-<name>.log. The scenario's containers are removed
+before and after, whatever happens. On failure the test names the log and
+shows its failed and unreachable task results (CI keeps only the test's
+output) and its tail.
+
+The scenarios run in the background while the other tests run (jobs.py,
+started by conftest.py): the longest first, so the run ends sooner; their
+tests are reported shortest first, about the order they finish in.
 """
 
 import glob
 import os
-import signal
 import subprocess
-import time
 
 import pytest
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jobs
 
-BASE_CONFIG = "molecule/_shared/config.yml"
+ROOT = jobs.ROOT
 TIMEOUT = int(os.environ.get("KUMA_MESH_MOLECULE_TIMEOUT", "2700"))
 TAIL = 80
-# The longest scenarios first, so that pytest-xdist starts them first and the
-# suite ends sooner (measured with three workers on two CPUs); then the rest
-# in name order.
-LONGEST_FIRST = ["fleet", "dataplane-install", "dataplane-airgap", "tproxy-firewalld", "dataplane-uninstall"]
+# Seconds each scenario took in a whole run (scripts/run-tests, 2 cores, three
+# at a time; docs/testing.md): the order the background jobs start in, longest
+# first, and the order their tests report in, shortest first. A scenario not
+# listed counts as 600 s.
+EXPECTED = {
+    "fleet": 900,
+    "fleet-upgrade": 900,
+    "dataplane-upgrade": 700,
+    "dataplane-install": 700,
+    "dataplane-airgap": 650,
+    "dataplane-uninstall": 600,
+    "dataplane-config": 550,
+    "fleet-upgrade-stop": 550,
+    "tproxy-firewalld": 450,
+    "tproxy-reboot": 350,
+    "tproxy-uninstall": 300,
+    "tproxy-legacy": 250,
+    "tproxy-default": 250,
+    "testbed": 150,
+}
+
+
+def expected(name):
+    return EXPECTED.get(name, 600)
 
 
 def scenarios():
@@ -33,8 +57,7 @@ def scenarios():
         name = os.path.basename(os.path.dirname(path))
         if not name.startswith("_"):
             found.append(name)
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    return sorted(found, key=lambda name: (rank.get(name, len(rank)), name))
+    return sorted(found, key=lambda name: (expected(name), name))
 
 
 def platform_names(name):
@@ -86,45 +109,41 @@ def failures(path, context=12, limit=6):
 
 
 def explain(path):
-    return (f"failed or unreachable tasks:\n{failures(path)}\n"
-            f"last {TAIL} lines of {path}:\n{tail(path)}")
+    log = jobs.relative(path)
+    return (f"the whole log: {log}\n"
+            f"failed or unreachable tasks:\n{failures(path)}\n"
+            f"last {TAIL} lines of {log}:\n{tail(path)}\n"
+            f"(the whole log: {log})")
+
+
+def scenario_job(scenario, env):
+    log_path = os.path.join(jobs.OUTPUT, f"molecule-{scenario}.log")
+
+    def work(log):
+        remove_containers(scenario, env)
+        try:
+            rc = jobs.run_logged(["molecule", "test", "-s", scenario], log, env, TIMEOUT)
+        except jobs.TimedOut as exc:
+            return {"ok": False, "why": str(exc)}
+        finally:
+            left = remove_containers(scenario, env)
+        return {"ok": rc == 0, "why": f"exit {rc}", "left": left}
+
+    return jobs.Job(scenario, log_path, work)
+
+
+def background_job(item, env):
+    """The job conftest.py starts in the background for this test."""
+    return scenario_job(item.callspec.params["scenario"], env)
 
 
 @pytest.mark.molecule
 @pytest.mark.parametrize("scenario", scenarios())
 def test_scenario(scenario, molecule_ready):
-    env = molecule_ready
-    out_dir = os.path.join(ROOT, "tests", "output")
-    os.makedirs(out_dir, exist_ok=True)
-    log_path = os.path.join(out_dir, f"molecule-{scenario}.log")
-    cmd = ["molecule", "-c", BASE_CONFIG, "test", "-s", scenario]
-    remove_containers(scenario, env)
-    start = time.monotonic()
-    try:
-        with open(log_path, "w") as log:
-            log.write("$ " + " ".join(cmd) + "\n")
-            log.flush()
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                rc = proc.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                pytest.fail(f"molecule test -s {scenario} timed out after {TIMEOUT} s; "
-                            + explain(log_path), pytrace=False)
-            except BaseException:  # KeyboardInterrupt: stop molecule too
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise
-    finally:
-        left = remove_containers(scenario, env)
-    took = time.monotonic() - start
-    if rc != 0:
-        pytest.fail(f"molecule test -s {scenario} failed (exit {rc}, {took:.0f} s); "
-                    + explain(log_path), pytrace=False)
-    print(f"molecule test -s {scenario}: {took:.0f} s (removed afterwards: {left or 'nothing'})")
+    job = jobs.wait(scenario_job(scenario, molecule_ready))
+    result = job.result
+    if not result["ok"]:
+        pytest.fail(f"molecule test -s {scenario} failed ({result['why']}, {job.seconds:.0f} s); "
+                    + explain(job.log_path), pytrace=False)
+    print(f"molecule test -s {scenario}: {job.seconds:.0f} s "
+          f"(removed afterwards: {result['left'] or 'nothing'}; log {jobs.relative(job.log_path)})")
