@@ -209,3 +209,10 @@ def test_a_wrong_archive_digest_installs_nothing(tmp_path):
     with pytest.raises(h.HostError, match="expected b{64}"):
         h.unpack(s, str(tmp_path))
     assert os.listdir(str(tmp_path)) == ["a.tar.gz"]
+
+
+def test_without_the_digest_an_existing_marker_is_kept():
+    s = spec(archive_sha256="")
+    host = converged(spec(), marker=f(b"{}"))
+    assert h.plan(s, host).steps == ()
+    assert [step.kind for step in h.plan(spec(), host).steps] == ["write"]
