@@ -32,9 +32,10 @@ import tarfile
 import tempfile
 
 try:  # Python 3
-    from urllib.request import urlopen
+    from http.client import HTTPConnection
+    from urllib.parse import urlsplit
 except ImportError:  # pragma: no cover
-    urlopen = None
+    HTTPConnection = urlsplit = None
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,30}\$?$")
@@ -386,7 +387,7 @@ def plan(spec, host):
         if host.group is not None and host.group.gid != spec.gid and not spec.adopt_user:
             errors.append("group: the group %s exists with gid %d, not %d; set kuma_dp_gid to %d or "
                           "kuma_dp_adopt_user: true to use it" % (spec.group, host.group.gid, spec.gid,
-                                                                  host.group.gid, host.group.gid))
+                                                                  host.group.gid))
         if host.group is None:
             steps.append(Step("user", "groupadd", spec.group, {"gid": spec.gid}))
         else:
@@ -397,7 +398,7 @@ def plan(spec, host):
 
     conflicts = app_user_conflicts(
         spec.user, [spec.uid, host.account.uid if host.account else None], spec.app_users,
-        lambda entry: host.app_uids.get(entry))
+        host.app_uids.get)
     if conflicts:
         errors.append(
             "app_users: %s is the kuma-dp user (%s, uid %d). Kuma's rules never redirect that user's traffic, so "
@@ -593,14 +594,17 @@ def apply(spec, the_plan, run_command):
 
 
 def probe_ready(url, timeout=2.0):
-    """Whether kuma-dp's readiness endpoint answers READY (False on any error)."""
-    if not url or urlopen is None:
+    """Whether kuma-dp's readiness endpoint (a loopback http URL) answers READY; False on any error."""
+    if not url or HTTPConnection is None:
         return False
     try:
-        response = urlopen(url, timeout=timeout)  # nosec - a loopback URL the role builds
+        parts = urlsplit(url)
+        connection = HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
         try:
-            return response.getcode() == 200 and response.read(64).strip() == b"READY"
+            connection.request("GET", parts.path or "/")
+            response = connection.getresponse()
+            return response.status == 200 and response.read(64).strip() == b"READY"
         finally:
-            response.close()
+            connection.close()
     except Exception:  # noqa: BLE001 - any failure means not ready
         return False

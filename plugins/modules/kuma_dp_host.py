@@ -28,7 +28,7 @@ description:
   - Refuses, when O(refuse_local_cp) is set, to run on a host where a C(kuma-cp) process runs.
   - Used by the P(kuma.mesh.dataplane#role) role; the options mirror its variables.
 author:
-  - kuma.mesh maintainers
+  - kuma.mesh maintainers (@kuma-mesh)
 options:
   user:
     description: The system user kuma-dp runs as (C(kuma_dp_user)).
@@ -125,10 +125,14 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Reads the host and reports what would change (RV(changes)); nothing is written or started.
   diff_mode:
     support: full
+    description: Shows the unit, the transparent-proxy configuration, the link and what would be created; secrets only as present or absent.
   platform:
+    support: full
     platforms: posix
+    description: Linux hosts with systemd.
 """
 
 EXAMPLES = r"""
@@ -250,7 +254,8 @@ def main():
     result = dict(
         changed=bool(the_plan.steps), changes=the_plan.changes, restart=the_plan.restart,
         archive_needed=the_plan.archive_needed, active=active, unit_exists=host.files["unit"].exists,
-        old_versions=list(host.old_versions), config_dir_exists=host.files["config_dir"].exists, uid=host.account.uid if host.account else spec.uid, ready=False,
+        old_versions=list(host.old_versions), config_dir_exists=host.files["config_dir"].exists,
+        uid=host.account.uid if host.account else spec.uid, ready=False,
     )
     if module._diff:
         result["diff"] = the_plan.diffs

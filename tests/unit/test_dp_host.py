@@ -198,8 +198,8 @@ def test_apply_installs_files_binaries_and_link(tmp_path):
     assert oct(env.stat().st_mode & 0o777) == "0o600" and env.stat().st_uid == 0
     # a second pass finds nothing to do
     again = h.gather(s._replace(archive_path=None), lambda argv: (0, "ActiveState=active\nUnitFileState=enabled\n", ""))
-    assert h.plan(s._replace(archive_path=None), again._replace(account=host.account, group=host.group,
-                                                                 uid_owner="kuma-dp", gid_owner="kuma-dp")).steps == ()
+    again = again._replace(account=host.account, group=host.group, uid_owner="kuma-dp", gid_owner="kuma-dp")
+    assert h.plan(s._replace(archive_path=None), again).steps == ()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
@@ -216,3 +216,8 @@ def test_without_the_digest_an_existing_marker_is_kept():
     host = converged(spec(), marker=f(b"{}"))
     assert h.plan(s, host).steps == ()
     assert [step.kind for step in h.plan(spec(), host).steps] == ["write"]
+
+
+def test_probe_ready_is_false_when_nothing_answers():
+    assert h.probe_ready("http://127.0.0.1:1/ready", timeout=0.5) is False
+    assert h.probe_ready("") is False
