@@ -63,7 +63,7 @@ Spec = collections.namedtuple(
         "config_dir", "token", "ca_cert", "environment", "tproxy_config",
         "unit_path", "unit_content", "unit_name",
         "install_dir", "version", "binaries", "archive_top", "archive_sha256", "archive_path",
-        "readiness_url", "refuse_local_cp",
+        "readiness_url", "refuse_local_cp", "after_firewalld",
     ],
 )
 
@@ -75,7 +75,7 @@ HostState = collections.namedtuple(
     [
         "account", "group", "uid_owner", "gid_owner", "app_uids",
         "files", "marker", "binaries_ok", "link", "old_versions",
-        "unit_active", "unit_enabled", "local_cp",
+        "unit_active", "unit_enabled", "local_cp", "firewalld_enabled",
     ],
 )
 # One thing to do: its change label, a description for diff/messages and the
@@ -259,14 +259,36 @@ def _local_cp():
 
 
 def _systemd_state(run_command, unit):
-    """(ActiveState, UnitFileState) of the unit, from one systemctl show."""
-    rc, out, _err = run_command(["systemctl", "show", "-p", "ActiveState", "-p", "UnitFileState", unit])
-    values = {}
+    """(ActiveState, UnitFileState) of the unit and whether firewalld.service is enabled, from one systemctl show."""
+    rc, out, _err = run_command(["systemctl", "show", "-p", "Id", "-p", "ActiveState", "-p", "UnitFileState",
+                                 unit, "firewalld.service"])
+    units = {}
     if rc == 0:
-        for line in out.splitlines():
-            key, _sep, value = line.partition("=")
-            values[key] = value
-    return values.get("ActiveState", ""), values.get("UnitFileState", "")
+        for block in out.split("\n\n"):
+            values = {}
+            for line in block.splitlines():
+                key, _sep, value = line.partition("=")
+                values[key] = value
+            units[values.get("Id", "")] = values
+    mine = units.get(unit, {})
+    firewalld = units.get("firewalld.service", {})
+    return mine.get("ActiveState", ""), mine.get("UnitFileState", ""), firewalld.get("UnitFileState", "") == "enabled"
+
+
+def unit_text(spec, host):
+    """The unit's text: with after_firewalld 'auto', firewalld.service is added to its After= line when the
+    host has firewalld enabled (kuma-dp then starts after the rules firewalld restores)."""
+    text = spec.unit_content
+    if text is None:
+        return None
+    if spec.after_firewalld == "yes" or (spec.after_firewalld == "auto" and host.firewalld_enabled):
+        lines = text.split("\n")
+        for i, line in enumerate(lines):
+            if line.startswith("After=") and "firewalld.service" not in line.split():
+                lines[i] = line + " firewalld.service"
+                break
+        text = "\n".join(lines)
+    return text
 
 
 def paths(spec):
@@ -312,12 +334,12 @@ def gather(spec, run_command):
                 old.append(candidate)
     except OSError:
         pass
-    active, enabled = _systemd_state(run_command, spec.unit_name)
+    active, enabled, firewalld_enabled = _systemd_state(run_command, spec.unit_name)
     return HostState(
         account=account, group=group,
         uid_owner=_uid_owner(spec.uid), gid_owner=_gid_owner(spec.gid),
         app_uids=app_uids, files=files, marker=marker, binaries_ok=binaries_ok, link=link,
-        old_versions=tuple(old), unit_active=active, unit_enabled=enabled,
+        old_versions=tuple(old), unit_active=active, unit_enabled=enabled, firewalld_enabled=firewalld_enabled,
         local_cp=tuple(_local_cp()) if spec.refuse_local_cp else (),
     )
 
@@ -449,7 +471,7 @@ def plan(spec, host):
     # --- unit
     unit_changed = False
     if spec.unit_content is not None:
-        s, d = _file_step("unit", spec.unit_path, spec.unit_content, host.files["unit"], 0, 0, 0o644)
+        s, d = _file_step("unit", spec.unit_path, unit_text(spec, host), host.files["unit"], 0, 0, 0o644)
         steps += s
         diffs += d
         unit_changed = any(step.kind == "write" for step in s)

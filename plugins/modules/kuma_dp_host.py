@@ -122,6 +122,13 @@ options:
     description: Refuse when a C(kuma-cp) process runs on the host.
     type: bool
     default: true
+  after_firewalld:
+    description:
+      - Add C(firewalld.service) to the unit's C(After=) line - V(yes), V(no), or V(auto) when the host has
+        firewalld enabled (read in the same C(systemctl show) as the unit's state).
+    type: str
+    choices: ["auto", "yes", "no"]
+    default: "no"
 attributes:
   check_mode:
     support: full
@@ -230,6 +237,7 @@ def main():
             archive_src=dict(type="path"),
             readiness_url=dict(type="str", default=""),
             refuse_local_cp=dict(type="bool", default=True),
+            after_firewalld=dict(type="str", choices=["auto", "yes", "no"], default="no"),
         ),
         supports_check_mode=True,
     )

@@ -17,7 +17,7 @@ def spec(**changes):
         config_dir="/etc/kuma-dp", token="tok\n", ca_cert=None, environment={}, tproxy_config=None,
         unit_path="/etc/systemd/system/kuma-dp.service", unit_content="[Unit]\n", unit_name="kuma-dp.service",
         install_dir="/opt/kuma", version="2.14.3", binaries=["kuma-dp", "envoy"], archive_top="kuma-2.14.3",
-        archive_sha256="a" * 64, archive_path=None, readiness_url="", refuse_local_cp=True,
+        archive_sha256="a" * 64, archive_path=None, readiness_url="", refuse_local_cp=True, after_firewalld="no",
     )
     base.update(changes)
     return h.Spec(**base)
@@ -40,7 +40,7 @@ def converged(s, **changes):
         account=h.Account("kuma-dp", 5678, 5678, h.NOHOME, h.NOLOGIN, ()),
         group=h.Group("kuma-dp", 5678, ()), uid_owner="kuma-dp", gid_owner="kuma-dp", app_uids={},
         files=files, marker=f(h.marker_text(s).encode()), binaries_ok=True, link="2.14.3", old_versions=(),
-        unit_active="active", unit_enabled="enabled", local_cp=(),
+        unit_active="active", unit_enabled="enabled", local_cp=(), firewalld_enabled=False,
     )
     base.update(changes)
     return h.HostState(**base)
@@ -185,7 +185,7 @@ def test_apply_installs_files_binaries_and_link(tmp_path):
         files=dict((k, NOFILE) for k in ("config_dir", "install_dir", "version_dir", "token", "ca_cert", "env",
                                          "tproxy", "unit")),
         marker=NOFILE, binaries_ok=False, link=None, old_versions=(), unit_active="active", unit_enabled="enabled",
-        local_cp=())
+        local_cp=(), firewalld_enabled=False)
     p = h.plan(s, host)
     calls = []
     h.apply(s, p, lambda argv: (calls.append(argv), (0, "", ""))[1])
@@ -197,7 +197,7 @@ def test_apply_installs_files_binaries_and_link(tmp_path):
     env = tmp_path / "etc" / "kuma-dp.env"
     assert oct(env.stat().st_mode & 0o777) == "0o600" and env.stat().st_uid == 0
     # a second pass finds nothing to do
-    again = h.gather(s._replace(archive_path=None), lambda argv: (0, "ActiveState=active\nUnitFileState=enabled\n", ""))
+    again = h.gather(s._replace(archive_path=None), lambda argv: (0, "Id=kuma-dp.service\nActiveState=active\nUnitFileState=enabled\n", ""))
     again = again._replace(account=host.account, group=host.group, uid_owner="kuma-dp", gid_owner="kuma-dp")
     assert h.plan(s._replace(archive_path=None), again).steps == ()
 
@@ -221,3 +221,24 @@ def test_without_the_digest_an_existing_marker_is_kept():
 def test_probe_ready_is_false_when_nothing_answers():
     assert h.probe_ready("http://127.0.0.1:1/ready", timeout=0.5) is False
     assert h.probe_ready("") is False
+
+
+@pytest.mark.parametrize("mode, enabled, expected", [
+    ("auto", True, "After=a.target firewalld.service\n"),
+    ("auto", False, "After=a.target\n"),
+    ("yes", False, "After=a.target firewalld.service\n"),
+    ("no", True, "After=a.target\n"),
+])
+def test_after_firewalld(mode, enabled, expected):
+    s = spec(unit_content="After=a.target\n", after_firewalld=mode)
+    host = converged(s, firewalld_enabled=enabled)
+    assert h.unit_text(s, host) == expected
+
+
+def test_systemd_state_reads_both_units_in_one_call():
+    out = ("Id=kuma-dp.service\nActiveState=active\nUnitFileState=enabled\n\n"
+           "Id=firewalld.service\nActiveState=inactive\nUnitFileState=enabled\n")
+    calls = []
+    assert h._systemd_state(lambda argv: (calls.append(argv), (0, out, ""))[1], "kuma-dp.service") == (
+        "active", "enabled", True)
+    assert len(calls) == 1
