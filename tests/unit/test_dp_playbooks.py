@@ -28,5 +28,7 @@ def test_remediate_reports_in_a_linear_play_after_the_check():
     names = [t["name"] for t in report["tasks"]]
     assert names[-1].startswith("Report the drift") and report["tasks"][-1]["run_once"] is True
     assert "kuma.mesh.dp_drift_report" in report["tasks"][-1]["vars"]["__lines"]
+    # checked = hosts that kept their drift in the check play (not this play's ansible_play_hosts)
+    assert "kuma_mesh_drift" in report["tasks"][-1]["vars"]["__checked"]
     assert not any(t.get("run_once") for t in check.get("post_tasks", []))
     assert "kuma_mesh_to_repair" in repair["hosts"] and "kuma_mesh_drifted" in fail["hosts"]
