@@ -14,7 +14,7 @@ from packaging.utils import canonicalize_name
 
 from collection_build import ROOT
 
-LINES = ["2.18", "2.19", "2.20"]  # tests/matrix/test_matrix.py
+LINES = ["2.18", "2.19", "2.20"]  # tests/molecule/test_matrix.py
 NEWEST = "2.21"
 
 

@@ -14,13 +14,13 @@ tests/output/matrix-<line>.log.
 
 import os
 import shutil
-import signal
 import subprocess
-import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jobs
+
+ROOT = jobs.ROOT
 LINES = ["2.18", "2.19", "2.20"]
 TIMEOUT = int(os.environ.get("KUMA_MESH_MATRIX_TIMEOUT", "2700"))
 MARKERS = ("FAILED", "fatal: [", "failed: [", "UNREACHABLE!", "ERROR", "Error:", "error:")
@@ -47,26 +47,47 @@ def summary(path, lines=80):
         "".join(steps), "".join(hits), lines, path, "".join(text[-lines:]))
 
 
+def matrix_job(line, env):
+    log_path = os.path.join(jobs.OUTPUT, "matrix-%s.log" % line)
+
+    def work(log):
+        try:
+            rc = jobs.run_logged([os.path.join(ROOT, "scripts", "test-matrix"), line], log, env, TIMEOUT)
+        except jobs.TimedOut as exc:
+            return {"ok": False, "why": str(exc)}
+        finally:
+            remove_hosts("matrix-" + line.replace(".", "-"))
+        return {"ok": rc == 0, "why": "exit %d" % rc}
+
+    return jobs.Job("matrix-" + line, log_path, work)
+
+
+def background_job(item, env):
+    """The job tests/molecule/conftest.py starts in the background for this
+    test (None: the line is not selected, the test skips)."""
+    line = item.callspec.params["line"]
+    return None if unusable_reason(line) else matrix_job(line, env)
+
+
+def expected(name):
+    """Seconds a line takes beside the scenarios (its own venv, unit tests,
+    sanity and one scenario): it starts among the longest."""
+    return 800
+
+
 @pytest.mark.matrix
 @pytest.mark.molecule
 @pytest.mark.parametrize("line", LINES)
-def test_ansible_core_line(line):
+def test_ansible_core_line(line, molecule_ready):
     reason = unusable_reason(line)
     if reason:
         if os.environ.get("CI") and "KUMA_MESH_MATRIX_LINES" not in reason:
             pytest.fail("the controller matrix cannot run in CI: " + reason)
         pytest.skip(reason)
-    out_dir = os.path.join(ROOT, "tests", "output")
-    os.makedirs(out_dir, exist_ok=True)
-    log_path = os.path.join(out_dir, "matrix-%s.log" % line)
-    start = time.monotonic()
-    try:
-        rc = run(line, log_path)
-    finally:
-        remove_hosts("matrix-" + line.replace(".", "-"))
-    took = time.monotonic() - start
-    assert rc == 0, "scripts/test-matrix %s failed (exit %d, %.0f s); %s" % (line, rc, took, summary(log_path))
-    print("scripts/test-matrix %s: %.0f s" % (line, took))
+    job = jobs.wait(matrix_job(line, molecule_ready))
+    assert job.result["ok"], "scripts/test-matrix %s failed (%s, %.0f s); %s" % (
+        line, job.result["why"], job.seconds, summary(job.log_path))
+    print("scripts/test-matrix %s: %.0f s (log %s)" % (line, job.seconds, jobs.relative(job.log_path)))
 
 
 def remove_hosts(scenario):
@@ -84,22 +105,3 @@ def remove_hosts(scenario):
     if names:
         subprocess.run(["podman", "rm", "-f", "-t", "5", "--ignore"] + names, env=env, capture_output=True,
                        check=False)
-
-
-def run(line, log_path):
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([os.path.join(ROOT, "scripts", "test-matrix"), line], cwd=ROOT,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            rc = proc.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait()
-            pytest.fail("scripts/test-matrix %s timed out after %d s; %s" % (line, TIMEOUT, summary(log_path)),
-                        pytrace=False)
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-    return rc
