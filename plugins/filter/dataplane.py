@@ -70,6 +70,11 @@ def dp_tproxy_options(tproxy, user, ip_family_mode, ssh_port=22):
     ssh_port (unless 0 or None) is added to redirect.inbound.exclude_ports.
     """
     options = copy.deepcopy(tproxy) if isinstance(tproxy, dict) else {}
+    # kumactl refuses --redirect-dns with --redirect-all-dns-traffic, and so does
+    # kuma_tproxy: capture_all leaves the role's default of dns.enabled out.
+    if _as_bool(_get(options, ("redirect", "dns", "capture_all"), False)) and \
+            _get(options, ("redirect", "dns", "enabled")) is None:
+        _set(options, ("redirect", "dns", "enabled"), False)
     for path, default in TPROXY_DEFAULTS:
         if _get(options, path) is None:
             _set(options, path, default)

@@ -144,3 +144,13 @@ def test_filters_are_registered():
     assert set(f.FilterModule().filters()) >= {
         "dp_input_errors", "dp_tproxy_options", "dp_tproxy_kuma_dp_config", "dp_sha256_from_file",
         "dp_local_archive_problems", "dp_systemd_quote", "dp_drift_report"}
+
+
+def test_dp_tproxy_options_capture_all_leaves_dns_enabled_off():
+    """kuma_tproxy refuses redirect.dns.enabled with capture_all, as kumactl does."""
+    opts = f.dp_tproxy_options({"redirect": {"dns": {"capture_all": True}}}, "kuma-dp", "dualstack", 22)
+    assert opts["redirect"]["dns"]["enabled"] is False
+    assert opts["redirect"]["dns"]["capture_all"] is True
+    assert f.dp_tproxy_kuma_dp_config(opts)["redirect"]["dns"]["enabled"] is True
+    given = f.dp_tproxy_options({"redirect": {"dns": {"capture_all": True, "enabled": True}}}, "u", "dualstack", 0)
+    assert given["redirect"]["dns"]["enabled"] is True  # the user's own choice reaches the module's check
