@@ -431,7 +431,12 @@ from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import ARG
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    module.exit_json(**run(module))
+    outcome = run(module.params, check_mode=module.check_mode, diff_mode=module._diff)
+    for warning in outcome.warnings:
+        module.warn(warning)
+    if outcome.failed:
+        module.fail_json(msg=outcome.failed, **outcome.result)
+    module.exit_json(**outcome.result)
 
 
 if __name__ == "__main__":

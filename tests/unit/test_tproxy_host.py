@@ -33,3 +33,46 @@ def test_link_local_or_global_address_is_ipv6(tmp_path):
 
 def test_no_ipv6_at_all(tmp_path):
     assert host.has_local_ipv6(str(tmp_path / "missing")) is False
+
+
+def test_resolv_conf_as_glibc_reads_it():
+    text = ("# c\n; c\nnameserver 192.0.2.53/24\nnameserver\n  nameserver 192.0.2.54\nnameserver 192.0.2.55 x\n"
+            "nameserver\t2001:db8::53\nnameserver fe80::1%eth0\nnameservers 192.0.2.56\nnameserver 1\n")
+    servers, ignored = host.parse_resolv_conf(text)
+    assert servers == ["192.0.2.55", "2001:db8::53", "fe80::1"]
+    assert ignored == ["nameserver 192.0.2.53/24", "nameserver", "nameserver 1"]
+
+
+def test_kuma_dp_user_uid_0_is_refused_and_empty_is_kumas_default(monkeypatch):
+    import pwd as pwd_mod
+    from collections import namedtuple
+
+    Entry = namedtuple("Entry", "pw_name pw_uid")
+    users = {"root": 0, "kuma-dp": 5678, "app": 1000}
+
+    def getpwnam(name):
+        if name not in users:
+            raise KeyError(name)
+        return Entry(name, users[name])
+
+    def getpwuid(uid):
+        for name, u in users.items():
+            if u == uid:
+                return Entry(name, uid)
+        raise KeyError(uid)
+
+    monkeypatch.setattr(pwd_mod, "getpwnam", getpwnam)
+    monkeypatch.setattr(pwd_mod, "getpwuid", getpwuid)
+    for user in ("root", "0", " 0 "):
+        result = host.resolve_kuma_dp_user(user)
+        assert result.uid is None and "uid 0" in result.error
+    assert host.resolve_kuma_dp_user("").uid == "5678"
+    assert host.resolve_kuma_dp_user("app").uid == "1000"
+    assert host.resolve_kuma_dp_user("1000").uid == "1000"
+    assert "does not refer" in host.resolve_kuma_dp_user("nobody-here").error
+    assert "does not refer" in host.resolve_kuma_dp_user("a\x00b").error
+    del users["kuma-dp"]
+    users["kuma-dp"] = 7000
+    assert host.resolve_kuma_dp_user("").uid == "7000"
+    del users["kuma-dp"]
+    assert "neither uid 5678" in host.resolve_kuma_dp_user("").error
