@@ -162,9 +162,7 @@ class Engine(object):
         """What only the host can tell about the options (the user, resolv.conf)."""
         errors = []
         f = self.facts
-        if f.uid is None and (self.present or self.params["comments"]["disabled"]):
-            errors.append(f.uid_error)
-        elif f.uid is not None and f.uid_error:
+        if self.present and f.uid_error:
             errors.append(f.uid_error)
         dns = self.params["redirect"]["dns"]
         if self.present and dns["enabled"] and not dns["capture_all"] and not f.resolv_conf_exists:

@@ -219,9 +219,9 @@ class SshSession(object):
     ``port``: the local (server) port of the session's own connection, or None.
     ``how``: "SSH_CONNECTION", "sshd socket" or None. ``under_sshd``: an sshd
     process is among the module's ancestors (then a None port is worth a warning).
-    ``sshd_ports``: the ports sshd serves on this host (listening sockets of sshd,
-    else the Port lines of sshd_config, else 22), used to recognise an exclusion an
-    earlier run added for a session.
+    ``sshd_ports``: the ports sshd serves on this host (under sshd: its listening
+    sockets; else, or when none are seen, the Port lines of sshd_config, else 22),
+    used to recognise an exclusion an earlier run added for a session.
     """
 
     def __init__(self, port=None, how=None, under_sshd=False, sshd_ports=()):
@@ -296,14 +296,15 @@ def ssh_session(environ=None, start_pid=None):
         chain = _sshd_chain(pid)
     except (IOError, OSError, ValueError, IndexError):
         chain = []
-    sockets = tcp_sockets()
-    listen = _sshd_listen_ports(sockets, chain)
-    sshd_ports = sorted(listen) or _sshd_config_ports()
     fields = environ.get("SSH_CONNECTION", "").split()
     if len(fields) == 4 and fields[3].isdigit() and 0 < int(fields[3]) < 65536:
-        return SshSession(int(fields[3]), "SSH_CONNECTION", True, sorted(set(sshd_ports) | set([int(fields[3])])))
+        port = int(fields[3])
+        return SshSession(port, "SSH_CONNECTION", True, sorted(set(_sshd_config_ports()) | set([port])))
     if not chain:
-        return SshSession(None, None, False, sshd_ports)
+        # not under sshd: no socket to look at (and no /proc scan, for speed)
+        return SshSession(None, None, False, _sshd_config_ports())
+    sockets = tcp_sockets()
+    sshd_ports = sorted(_sshd_listen_ports(sockets, chain)) or _sshd_config_ports()
     # The session's connection is the accepted socket shared by the session's sshd
     # processes whose local port is one sshd listens on (forwarded connections are
     # outbound from the host, or accepted on the session's own listeners).
