@@ -759,6 +759,10 @@ class FirewalldRun(object):
     # -- the run ---------------------------------------------------------------
     def main(self):
         wanted_chains, wanted_rules = self.wanted_entries()
+        violations = _gate_direct(list(wanted_rules))
+        if violations:
+            self.fail("backend: 'firewalld': the direct rules were refused by the payload gate before anything was "
+                      "applied: %s" % "; ".join(str(v) for v in violations))
         wanted_set = (set(wanted_chains), set(wanted_rules))
         try:
             api, import_error = connect()
@@ -1003,6 +1007,16 @@ class FirewalldRun(object):
                 else "firewalld's runtime and permanent direct configuration were put back as they were",
             )
         )
+
+
+def _gate_direct(entries):
+    """The payload gate for firewalld direct rules: violations, [] when clean (or when
+    tproxy_gate, the input side's module, is not there)."""
+    try:
+        from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_gate  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return []
+    return list(tproxy_gate.check_direct_rules(entries))
 
 
 def reconcile(engine, wanted, iptables_mode=None):

@@ -4,6 +4,7 @@ harness of fake ``*-restore``/``*-save`` on PATH, and a killed run), rules that 
 their place, and input the host cannot carry refused or ignored without a traceback.
 See docs/kuma_tproxy.md, "What kuma_tproxy promises, and how it is tested"."""
 
+import fcntl
 import os
 import signal
 import stat
@@ -77,15 +78,31 @@ def test_concurrent_runs_always_end_in_exactly_one_configuration(pair):
 def test_a_run_that_cannot_get_the_lock_fails_with_nothing_changed(pair):
     host = pair.host
     before = foreign(host)
-    holder = subprocess.Popen(["flock", "/run/kuma-mesh-tproxy.lock", "sleep", "4"])
+    holder = subprocess.Popen(["flock", "--close", "/run/kuma-mesh-tproxy.lock", "sleep", "30"])  # only flock holds it
     try:
-        time.sleep(0.3)
+        assert wait_for(lambda: lock_is_held("/run/kuma-mesh-tproxy.lock"), 20)
         result = run_module(host, dict(BASE, wait=1))
     finally:
+        holder.kill()
         holder.wait()
     assert result.get("failed") and "/run/kuma-mesh-tproxy.lock" in result["msg"], result
     assert result["changed"] is False and state(host) == before
     assert not [c for c in result["commands"] if "-restore" in c]
+
+
+def lock_is_held(path):
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 # -- the fault-injection harness -------------------------------------------------------
