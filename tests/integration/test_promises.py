@@ -11,11 +11,10 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
-from netns import COLLECTIONS, Namespace, run_module, wait_for
+from netns import COLLECTIONS, run_module, wait_for
 
 BASE = {"kuma_dp_user": "kuma-dp"}
 A = dict(BASE, redirect={"inbound": {"exclude_ports": [1111]}})
