@@ -501,6 +501,49 @@ ssh_port_excluded:
   returned: when O(state=present)
   type: bool
   sample: true
+ssh_session_found_by:
+  description: How the SSH session was found, V(SSH_CONNECTION) or V(sshd socket) (the local port of the socket
+    of the sshd session process serving this run), or null when the run sees no session.
+  returned: when O(state=present)
+  type: str
+  sample: SSH_CONNECTION
+ssh_ports_kept:
+  description: Ports an earlier run excluded from inbound redirection for an SSH session (ports sshd serves)
+    that stay excluded although this run does not see that session; removed only with O(protect_ssh_session=false).
+  returned: when O(state=present)
+  type: list
+  elements: int
+  sample: [22]
+lock:
+  description: The lock file that keeps kuma_tproxy runs on one host one at a time (held from the first read to
+    the read-back, waited for at most O(wait) seconds).
+  returned: always
+  type: str
+  sample: /run/kuma-mesh-tproxy.lock
+stores_changed:
+  description: The iptables stores (family and backend) whose Kuma part differed and was (or, in check mode, would
+    be) rewritten.
+  returned: with O(backend=iptables), when the options are valid
+  type: list
+  elements: str
+  sample: [ipv4 nft, ipv6 nft]
+rolled_back:
+  description: What a failed run put back, newest first (whole tables from their snapshot, V(::6/128)).
+  returned: when a run failed after writing
+  type: list
+  elements: str
+  sample: ["ipv4 nft tables nat, raw (whole tables, foreign rules included)"]
+rollback_failed:
+  description: What a failed run could not put back, with the reason; empty when the rollback was complete.
+  returned: when a run failed after writing
+  type: list
+  elements: str
+  sample: []
+resolv_conf_restored:
+  description: The resolv.conf put back from the C(resolv.conf.kuma-backup) that kumactl left (uninstall only).
+  returned: when O(state=absent) and kumactl's backup existed
+  type: str
+  sample: /etc/resolv.conf
 commands:
   description: Every process the module started, in order (a no-change run shows only the reads).
   returned: always
@@ -514,7 +557,7 @@ errors:
   elements: str
   sample: ["redirect.inbound.port: 70000 is not a valid port (1-65535)"]
 failed_family:
-  description: The family whose transaction failed (the host was rolled back).
+  description: The family whose transaction failed (see RV(rolled_back) and RV(rollback_failed)).
   returned: when applying failed
   type: str
   sample: ipv6
@@ -573,7 +616,12 @@ from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import ARG
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    module.exit_json(**run(module))
+    outcome = run(module.params, check_mode=module.check_mode, diff_mode=module._diff)
+    for warning in outcome.warnings:
+        module.warn(warning)
+    if outcome.failed:
+        module.fail_json(msg=outcome.failed, **outcome.result)
+    module.exit_json(**outcome.result)
 
 
 if __name__ == "__main__":
