@@ -24,6 +24,7 @@ import time
 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_config as config
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_facts as facts_mod
+from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_gate
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_host as host
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_iptables as ipt
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
@@ -43,17 +44,12 @@ class Outcome(object):
         self.failed = failed
 
 
-def _gate(text, store):
-    """The payload gate: violations of ``text`` (a ``*-restore`` input), [] when clean.
-
-    tproxy_gate (the input side) checks that every line only creates, fills or
-    deletes Kuma's own chains and rules; without that module nothing is refused here.
-    """
-    try:
-        from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_gate  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return []
-    return list(tproxy_gate.check_restore(text))
+def _gate(text, store, claimed=None):
+    """The payload gate: violations of ``text`` (a ``*-restore`` input for ``store``),
+    [] when clean. ``claimed`` ({table: set of lines}, the engine's extra_owned) are
+    Kuma's rules written without comments."""
+    return list(tproxy_gate.check_restore(
+        text, chain_prefix=config.CHAIN_PREFIX, comment_prefix=config.COMMENT_PREFIX, claimed=claimed or None))
 
 
 def _sleep_seconds(value):
@@ -143,7 +139,7 @@ class Engine(object):
         self.params = params
         self.check_mode = check_mode
         self.diff_mode = diff_mode
-        self.present = params["state"] == "present"
+        self.present = isinstance(params, dict) and params.get("state") != "absent"
         self.warnings = []
         self.commands = []
         self.undo = UndoStack()
@@ -162,6 +158,7 @@ class Engine(object):
         """What only the host can tell about the options (the user, resolv.conf)."""
         errors = []
         f = self.facts
+        errors += list(f.executable_errors)
         if self.present and f.uid_error:
             errors.append(f.uid_error)
         dns = self.params["redirect"]["dns"]
@@ -188,6 +185,7 @@ class Engine(object):
                     family,
                     wait=max(0, int(self.params["wait"] or 0)),
                     wait_interval=max(0, int(self.params["wait_interval"] or 0)),
+                    lock_args=config.restore_lock_args(self.params),
                     log=self.commands,
                     lock_fd=self.lock.fd,
                 )
@@ -396,7 +394,7 @@ class Engine(object):
             script = ipt.script_of(plans)
             if not script:
                 break
-            violations = _gate(script, store)
+            violations = _gate(script, store, plan.extra)
             if violations:
                 raise TproxyFailure(
                     "the %s transaction was refused by the payload gate before anything was applied: %s"
@@ -538,13 +536,29 @@ class Engine(object):
         os.unlink(backup)
 
     # -- the run ------------------------------------------------------------------------
-    def main(self):
-        if getattr(config, "HAS_NETADDR", True) is False:
-            raise TproxyFailure("tproxy_config needs the Python library netaddr on the target (python3-netaddr)",
-                                errors=["netaddr is not installed"])
-        errors = list(config.validate(self.params))
+    def effective(self, given):
+        """The options this run uses: kumactl's configuration (config_file read from
+        the host, config) merged under the options the task sets, then validated.
+        Bad input fails here, before the lock is taken or anything is read."""
+        text, errors = None, []
+        path = given.get("config_file") if isinstance(given, dict) else None
+        if path is not None and not config.path_problem(path):
+            found = facts_mod.read_config_file(path, config.MAX_CONFIG_TEXT)
+            text = found.text
+            if found.error:
+                errors.append(found.error)
+        if not errors:
+            params, errors = config.effective_params(given, text)
+            errors = list(errors)
+            if not errors:
+                errors = list(config.validate(params))
         if errors:
             raise TproxyFailure("invalid options: " + "; ".join(errors), errors=errors)
+        return params
+
+    def main(self):
+        self.params = self.effective(self.params)
+        self.present = self.params["state"] == "present"
         try:
             self.lock.acquire(max(0, int(self.params.get("wait") or 0)))
         except LockError as exc:

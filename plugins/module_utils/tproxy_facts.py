@@ -38,6 +38,7 @@ Facts = namedtuple(
         "default_mode",  # what the plain `iptables` points to, or None
         "ip",  # path of `ip`, or None
         "nft",  # path of `nft`, or None
+        "executable_errors",  # tuple of messages: iptables_executables that are not executable files
     ],
 )
 
@@ -54,6 +55,54 @@ def binaries(mode, family, path_env=None):
             return None
         found.append(path)
     return Binaries(*found)
+
+
+# the three executables of a family in iptables_executables
+_GIVEN = {
+    "ipv4": ("iptables", "iptables_save", "iptables_restore"),
+    "ipv6": ("ip6tables", "ip6tables_save", "ip6tables_restore"),
+}
+
+ConfigFile = namedtuple("ConfigFile", "text error")
+
+
+def read_config_file(path, limit):
+    """The text of ``config_file`` on the host (at most ``limit`` bytes), as a
+    ConfigFile; ``error`` names the option and the path when it cannot be read."""
+    try:
+        if not os.path.isfile(path):
+            return ConfigFile(None, "config_file: %r does not exist or is not a regular file" % (path,))
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except (IOError, OSError) as exc:
+        return ConfigFile(None, "config_file: %r cannot be read: %s" % (path, exc.strerror or exc))
+    except (TypeError, ValueError) as exc:
+        return ConfigFile(None, "config_file: %r cannot be read: %s" % (path, exc))
+    if len(data) > limit:
+        return ConfigFile(None, "config_file: %r is larger than %d bytes" % (path, limit))
+    try:
+        return ConfigFile(data.decode("utf-8"), None)
+    except UnicodeDecodeError as exc:
+        return ConfigFile(None, "config_file: %r is not UTF-8 text (%s)" % (path, exc.reason))
+
+
+def given_binaries(params, family):
+    """(mode, Binaries) from iptables_executables for ``family``, or None when not given.
+    The mode is iptables_mode when it names one, else what the iptables executable
+    resolves to (xtables-nft-multi or xtables-legacy-multi), else nft as Kuma assumes."""
+    executables = params.get("iptables_executables") or {}
+    names = _GIVEN[family]
+    if not all(executables.get(n) for n in names):
+        return None
+    mode = params.get("iptables_mode")
+    if mode not in ("nft", "legacy"):
+        mode = None
+        for name in names:
+            mode = host.executable_mode(executables[name])
+            if mode:
+                break
+        mode = mode or "nft"
+    return mode, Binaries(executables[names[1]], executables[names[2]])
 
 
 def legacy_in_use(family):
@@ -85,12 +134,18 @@ def gather(params, with_ssh=True):
     except (TypeError, ValueError):
         backup = None
     executables = {}
-    for mode in ("nft", "legacy"):
-        for family in FAMILIES:
+    given = dict((f, given_binaries(params, f)) for f in FAMILIES)
+    for family in FAMILIES:
+        if given[family] is not None:
+            # iptables_executables: these and no others for this family
+            mode, found = given[family]
+            executables[(mode, family)] = found
+            continue
+        for mode in ("nft", "legacy"):
             found = binaries(mode, family)
             if found is not None:
                 executables[(mode, family)] = found
-    plain = host.find_executable("iptables")
+    plain = (params.get("iptables_executables") or {}).get("iptables") or host.find_executable("iptables")
     return Facts(
         uid=user.uid,
         uid_error=user.error,
@@ -107,7 +162,19 @@ def gather(params, with_ssh=True):
         default_mode=(plain and host.executable_mode(plain)) or None,
         ip=host.find_executable("ip"),
         nft=host.find_executable("nft"),
+        executable_errors=tuple(_executable_errors(params)),
     )
+
+
+def _executable_errors(params):
+    out = []
+    executables = params.get("iptables_executables") or {}
+    for family in FAMILIES:
+        for name in _GIVEN[family]:
+            path = executables.get(name)
+            if path and not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                out.append("iptables_executables.%s: %r is not an executable file on the host" % (name, path))
+    return out
 
 
 def _read(path):

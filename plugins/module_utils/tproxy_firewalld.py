@@ -48,7 +48,8 @@ from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_config as 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_host as host
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_iptables as ipt
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
-from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import COMMENT_PREFIX
+from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_gate
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import CHAIN_PREFIX, COMMENT_PREFIX
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_undo import TproxyFailure
 
 FAMILIES = ("ipv4", "ipv6")
@@ -759,7 +760,8 @@ class FirewalldRun(object):
     # -- the run ---------------------------------------------------------------
     def main(self):
         wanted_chains, wanted_rules = self.wanted_entries()
-        violations = _gate_direct(list(wanted_rules))
+        violations = _gate_direct(list(wanted_rules), list(wanted_chains),
+                                  None if self.comments else self.detector.claims)
         if violations:
             self.fail("backend: 'firewalld': the direct rules were refused by the payload gate before anything was "
                       "applied: %s" % "; ".join(str(v) for v in violations))
@@ -1009,14 +1011,11 @@ class FirewalldRun(object):
         )
 
 
-def _gate_direct(entries):
-    """The payload gate for firewalld direct rules: violations, [] when clean (or when
-    tproxy_gate, the input side's module, is not there)."""
-    try:
-        from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_gate  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return []
-    return list(tproxy_gate.check_direct_rules(entries))
+def _gate_direct(entries, chains=(), claimed=None):
+    """The payload gate for firewalld direct rules and chains: violations, [] when clean.
+    ``claimed`` ({(ipv, table, chain, args)}) are Kuma's rules written without comments."""
+    return list(tproxy_gate.check_direct_rules(
+        entries, chains=chains, chain_prefix=CHAIN_PREFIX, comment_prefix=COMMENT_PREFIX, claimed=claimed or None))
 
 
 def reconcile(engine, wanted, iptables_mode=None):

@@ -510,7 +510,8 @@ class Iptables(object):
     temporary file to leave behind); the host lock's descriptor is inherited so a
     restore outliving a killed run keeps other runs out until it ends."""
 
-    def __init__(self, save_path, restore_path, mode, family, wait=5, wait_interval=0, log=None, lock_fd=None):
+    def __init__(self, save_path, restore_path, mode, family, wait=5, wait_interval=0, log=None, lock_fd=None,
+                 lock_args=None):
         self.save_path = save_path
         self.restore_path = restore_path
         self.mode = mode
@@ -519,6 +520,8 @@ class Iptables(object):
         self.wait_interval = wait_interval
         self.commands = log if log is not None else []  # every process started, for the result
         self.lock_fd = lock_fd
+        # the xtables-lock flags of a legacy restore (tproxy_config.restore_lock_args)
+        self.lock_args = list(lock_args) if lock_args is not None else None
 
     def _run(self, args, data=None):
         self.commands.append(" ".join(args))
@@ -549,10 +552,13 @@ class Iptables(object):
             args.append("--noflush")
         if self.mode == "legacy":
             # the xtables lock exists only for legacy; nft serialises in the kernel
-            if self.wait > 0:
-                args.append("--wait=%d" % self.wait)
-            if self.wait_interval > 0:
-                args.append("--wait-interval=%d" % self.wait_interval)
+            if self.lock_args is not None:
+                args += self.lock_args
+            else:
+                if self.wait > 0:
+                    args.append("--wait=%d" % self.wait)
+                if self.wait_interval > 0:
+                    args.append("--wait-interval=%d" % self.wait_interval)
         if test:
             args.append("--test")
         return args

@@ -15,14 +15,7 @@ TABLE_MODULES = ("kuma_tproxy", "kuma_dataplane")  # every top-level option of t
 
 # Options other helpers add to the modules and the dataplane role in issue 12. The integrator empties these
 # sets after merging their branches (the test below fails as soon as a name exists, as a reminder).
-PENDING = {
-    "kuma_tproxy.config", "kuma_tproxy.config_file", "kuma_tproxy.iptables_executables",
-    "kuma_tproxy.redirect.inbound.include_ports", "kuma_tproxy.redirect.outbound.include_ports",
-    "kuma_tproxy.redirect.inbound.exclude_ports_for_uids",
-    "kuma_dataplane.outbounds", "kuma_dataplane.admin_port", "kuma_dataplane.advertised_address",
-    "kuma_dataplane.metrics", "kuma_dataplane.probes", "kuma_dataplane.transparent_proxying.direct_access_services",
-    "kuma_dataplane.inbounds.service_probe", "kuma_dataplane.inbounds.health", "kuma_dataplane.inbounds.state",
-}
+PENDING = set()
 PENDING_ROLE_VARS = {"kuma_dp_skip_verify"}
 
 # Read from Kuma's source: app/kumactl/cmd/install/install_transparent_proxy.go (release-2.14 and master)
