@@ -113,6 +113,17 @@ class StorePlan(object):
     def changed(self):
         return bool(self.script) or not self.in_sync
 
+    def claimed(self):
+        """For the payload gate, with comments disabled: the uncommented rules this plan
+        may write or delete, in the iptables-save form (``extra``, what it deletes) and
+        in the restore form of the wanted rule set (what it writes)."""
+        if not self.extra:
+            return None
+        out = dict((table, set(lines)) for table, lines in self.extra.items())
+        for table, lines in tproxy_gate.claims_for([self.ruleset]).items():
+            out.setdefault(table, set()).update(lines)
+        return out
+
     def touched(self):
         return [p.name for p in self.tables if p.changed()]
 
@@ -394,7 +405,7 @@ class Engine(object):
             script = ipt.script_of(plans)
             if not script:
                 break
-            violations = _gate(script, store, plan.extra)
+            violations = _gate(script, store, plan.claimed())
             if violations:
                 raise TproxyFailure(
                     "the %s transaction was refused by the payload gate before anything was applied: %s"
