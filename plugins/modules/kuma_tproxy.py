@@ -34,7 +34,7 @@ description:
   - On any failure after a write, every table the run wrote is restored whole from the snapshot it read at
     the start (foreign rules and policies included; a table the run created is deleted again; C(::6/128) is
     taken off again), the result lists what was put back (RV(rolled_back)) and what could not be
-    (RV(rollback_failed)), and the error says what failed. RV(changed) then says whether the host still
+    (RV(rollback_failed)), and the error says what failed. C(changed) then says whether the host still
     differs from before the run.
   - C(state=absent) removes exactly Kuma's rules and chains (also those written
     by kumactl, in either iptables backend) and leaves every other rule as it was;

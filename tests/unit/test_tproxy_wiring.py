@@ -2,7 +2,6 @@
 the host before anything else, iptables_executables choose the executables, legacy
 restores get restore_lock_args, the gates get the claimed rules."""
 
-import os
 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_config as config
