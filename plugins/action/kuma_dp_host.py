@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kuma.mesh maintainers
-# Apache License 2.0 (see LICENSE) / GNU General Public License v3.0+ (see COPYING)
+# Apache License 2.0 (see LICENSE)
 """Action plugin of kuma.mesh.kuma_dp_host: one module call when the host is as wanted.
 
 The module compares the host first. Only when it reports that the release is

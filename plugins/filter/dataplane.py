@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kuma.mesh maintainers
-# Apache License 2.0 (see LICENSE) / GNU General Public License v3.0+ (see COPYING)
+# Apache License 2.0 (see LICENSE)
 """Filters of the dataplane role and the playbooks: its decisions, in Python with unit tests.
 
 - ``dp_input_errors``: every problem of the role's variables, each naming the variable and the value.

@@ -1,6 +1,6 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kuma.mesh maintainers
-# Apache License 2.0 (see LICENSE) / GNU General Public License v3.0+ (see COPYING)
+# Apache License 2.0 (see LICENSE)
 """kuma_dp_host's logic: the host-side state of a kuma-dp host in one pass.
 
 ``gather()`` reads everything the role compares (the user and group, the

@@ -1,108 +1,229 @@
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kuma.mesh maintainers
 # Apache License 2.0 (see LICENSE)
-"""kuma_tproxy's one call: read everything, compute the wanted rules, diff,
-apply only what differs in one validated transaction per family, read back.
+"""kuma_tproxy's engine: check the input, lock the host, gather its facts once,
+plan per store, reconcile under one undo stack, read back.
+
+    outcome = run(params, check_mode, diff_mode)
+
+returns an Outcome; only the module's main() talks to Ansible with it. A store
+is a place Kuma's rules can live: iptables nft or legacy, per family, and
+firewalld (online or offline). The chosen store gets the wanted rules, every
+other store gets none, in one run holding the host lock.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import os
-
-from ansible.module_utils.basic import missing_required_lib
+import re
+import subprocess
+import time
 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_config as config
+from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_facts as facts_mod
+from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_gate
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_host as host
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_iptables as ipt
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_lock import LOCK_PATH, HostLock, LockError
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_undo import TproxyFailure, UndoStack, outcome_text
 
-FAMILIES = ("ipv4", "ipv6")
-_PREFIX = {"ipv4": "iptables", "ipv6": "ip6tables"}
-_LEGACY_TABLE_NAMES = {"ipv4": "/proc/net/ip_tables_names", "ipv6": "/proc/net/ip6_tables_names"}
-
-
-def binaries(mode, family):
-    """(save, restore) paths of ``mode`` for ``family``, or None when not installed."""
-    found = []
-    for tool in ("save", "restore"):
-        path = host.find_executable("%s-%s-%s" % (_PREFIX[family], mode, tool))
-        if path is None:
-            plain = host.find_executable("%s-%s" % (_PREFIX[family], tool))
-            path = plain if plain and host.executable_mode(plain) == mode else None
-        if path is None:
-            return None
-        found.append(path)
-    return tuple(found)
+FAMILIES = facts_mod.FAMILIES
+MAX_SLEEP = 60.0
 
 
-def legacy_in_use(family):
-    """Legacy tables exist only once something loaded them: without any, there is nothing to read."""
+class Outcome(object):
+    """What main() reports: the result fields, warnings, and a failure message or None."""
+
+    def __init__(self, result, warnings, failed=None):
+        self.result = result
+        self.warnings = warnings
+        self.failed = failed
+
+
+def _gate(text, store, claimed=None):
+    """The payload gate: violations of ``text`` (a ``*-restore`` input for ``store``),
+    [] when clean. ``claimed`` ({table: set of lines}, the engine's extra_owned) are
+    Kuma's rules written without comments."""
+    return list(tproxy_gate.check_restore(
+        text, chain_prefix=config.CHAIN_PREFIX, comment_prefix=config.COMMENT_PREFIX, claimed=claimed or None))
+
+
+def _sleep_seconds(value):
     try:
-        with open(_LEGACY_TABLE_NAMES[family]) as f:
-            return bool(f.read().strip())
-    except (IOError, OSError):
-        return False
+        value = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if math.isnan(value) or value < 0:
+        return 0.0
+    return min(value, MAX_SLEEP)
 
 
-class Run(object):
-    """State of one module run."""
+# -- the iptables stores ---------------------------------------------------------------
 
-    def __init__(self, module):
-        self.module = module
-        self.params = module.params
-        self.runners = {}  # (mode, family) -> ipt.Iptables
-        self.saved = {}  # (mode, family) -> parsed tables
-        self.claims = {}  # (mode, family) -> rules recognised as Kuma's without comments
-        self.other_commands = []  # processes started besides the iptables runners'
-        self.result = dict(changed=False, rules={}, families=[], commands=[])
 
-    # -- reading ---------------------------------------------------------------
-    def runner(self, mode, family):
-        key = (mode, family)
-        if key not in self.runners:
-            paths = binaries(mode, family)
-            if paths is None:
-                return None
-            retry = self.params["retry"]
-            self.runners[key] = ipt.Iptables(
-                self.module,
-                paths[0],
-                paths[1],
-                mode,
-                wait=self.params["wait"],
-                wait_interval=self.params["wait_interval"],
-                retries=retry["max_retries"],
-                sleep=retry["sleep_between_retries"],
-            )
-        return self.runners[key]
+class IptablesStore(object):
+    """One iptables backend for one family: its snapshot, its plan, its apply."""
 
-    def tables(self, mode, family):
-        key = (mode, family)
-        if key not in self.saved:
-            if mode == "legacy" and not legacy_in_use(family):
-                self.saved[key] = {}
+    def __init__(self, runner, in_use=True):
+        self.runner = runner
+        self.mode = runner.mode
+        self.family = runner.family
+        self.in_use = in_use
+        self._snapshot = None
+        self._tables = None
+
+    @property
+    def name(self):
+        return "%s %s" % (self.family, self.mode)
+
+    def snapshot(self):
+        """The raw save output read once at the start (the rollback point)."""
+        if self._snapshot is None:
+            if not self.in_use:
+                self._snapshot = ""
             else:
                 try:
-                    self.saved[key] = ipt.parse_save(self.runners[key].save())
+                    self._snapshot = self.runner.save()
                 except ipt.IptablesError as exc:
-                    self.fail("reading the current rules failed: %s" % exc)
-        return self.saved[key]
+                    raise TproxyFailure("reading the current %s rules failed: %s" % (self.name, exc))
+        return self._snapshot
+
+    def tables(self):
+        if self._tables is None:
+            self._tables = ipt.parse_save(self.snapshot())
+        return self._tables
+
+
+class StorePlan(object):
+    """The change set of one iptables store: wanted rule set, claims, table plans, diff."""
+
+    def __init__(self, store, ruleset, extra):
+        self.store = store
+        self.ruleset = ruleset
+        self.extra = extra
+        self.target = ipt.target_for(ruleset)
+        self.tables = ipt.plan_tables(store.tables(), self.target, extra)
+        self.script = ipt.script_of(self.tables)
+        self.in_sync = ipt.in_sync(store.tables(), ruleset, extra)
+
+    def changed(self):
+        return bool(self.script) or not self.in_sync
+
+    def claimed(self):
+        """For the payload gate, with comments disabled: the uncommented rules this plan
+        may write or delete, in the iptables-save form (``extra``, what it deletes) and
+        in the restore form of the wanted rule set (what it writes)."""
+        if not self.extra:
+            return None
+        out = dict((table, set(lines)) for table, lines in self.extra.items())
+        for table, lines in tproxy_gate.claims_for([self.ruleset]).items():
+            out.setdefault(table, set()).update(lines)
+        return out
+
+    def touched(self):
+        return [p.name for p in self.tables if p.changed()]
+
+    def diff(self):
+        out = []
+        for plan in self.tables:
+            name = "%s %s %s" % (self.store.family, self.store.mode, plan.name)
+            out.append(
+                dict(
+                    before_header="%s (Kuma's rules now)" % name,
+                    after_header="%s (Kuma's rules wanted)" % name,
+                    before="\n".join(plan.before) + "\n" if plan.before else "",
+                    after="\n".join(plan.after) + "\n" if plan.after else "",
+                )
+            )
+        return out
+
+
+# -- one run ---------------------------------------------------------------------------
+
+
+class Engine(object):
+    def __init__(self, params, check_mode=False, diff_mode=False):
+        self.params = params
+        self.check_mode = check_mode
+        self.diff_mode = diff_mode
+        self.present = isinstance(params, dict) and params.get("state") != "absent"
+        self.warnings = []
+        self.commands = []
+        self.undo = UndoStack()
+        self.lock = HostLock(LOCK_PATH)
+        self.facts = None
+        self.stores = {}
+        self.result = dict(changed=False, rules={}, families=[], commands=self.commands, lock=LOCK_PATH)
+        self.passthrough_added = False
+        self.passthrough_removed = False
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+
+    # -- input -------------------------------------------------------------------
+    def check_input(self):
+        """What only the host can tell about the options (the user, resolv.conf)."""
+        errors = []
+        f = self.facts
+        errors += list(f.executable_errors)
+        if self.present and f.uid_error:
+            errors.append(f.uid_error)
+        dns = self.params["redirect"]["dns"]
+        if self.present and dns["enabled"] and not dns["capture_all"] and not f.resolv_conf_exists:
+            errors.append("redirect.dns.resolv_conf: %r does not exist (redirect.dns.enabled is true)" % dns["resolv_conf"])
+        if self.present and dns["enabled"] and not dns["capture_all"]:
+            for line in f.dns_ignored:
+                self.warn("%s: ignored %r (not an IP address, as glibc ignores it)" % (dns["resolv_conf"], line))
+        if errors:
+            raise TproxyFailure("invalid options: " + "; ".join(errors), errors=errors)
+
+    # -- stores --------------------------------------------------------------------
+    def store(self, mode, family):
+        key = (mode, family)
+        if key not in self.stores:
+            paths = self.facts.executables.get(key)
+            if paths is None:
+                self.stores[key] = None
+            else:
+                runner = ipt.Iptables(
+                    paths.save,
+                    paths.restore,
+                    mode,
+                    family,
+                    wait=max(0, int(self.params["wait"] or 0)),
+                    wait_interval=max(0, int(self.params["wait_interval"] or 0)),
+                    lock_args=config.restore_lock_args(self.params),
+                    log=self.commands,
+                    lock_fd=self.lock.fd,
+                )
+                in_use = mode != "legacy" or self.facts.legacy_in_use[family]
+                self.stores[key] = IptablesStore(runner, in_use)
+        return self.stores[key]
+
+    def runner(self, mode, family):
+        """For the firewalld backend: the runner of a store, or None."""
+        store = self.store(mode, family)
+        return store.runner if store else None
+
+    def tables(self, mode, family):
+        store = self.store(mode, family)
+        return store.tables() if store else {}
 
     def choose_mode(self):
         """Kuma's choice of backend, preferring one that already holds Kuma's rules,
         and on a host with no rules at all the one ``iptables`` points to."""
         wanted = self.params["iptables_mode"]
         if wanted != "auto":
-            if self.runner(wanted, "ipv4") is None:
-                self.fail(
-                    "iptables_mode: %r: %s-%s-save and -restore are not installed" % (wanted, _PREFIX["ipv4"], wanted)
-                )
+            if self.store(wanted, "ipv4") is None:
+                raise TproxyFailure("iptables_mode: %r: iptables-%s-save and -restore are not installed" % (wanted, wanted))
             return wanted
-        modes = [m for m in ("nft", "legacy") if self.runner(m, "ipv4") is not None]
+        modes = [m for m in ("nft", "legacy") if self.store(m, "ipv4") is not None]
         if not modes:
-            self.fail("iptables_mode: 'auto': neither iptables-nft nor iptables-legacy is installed")
+            raise TproxyFailure("iptables_mode: 'auto': neither iptables-nft nor iptables-legacy is installed")
         if len(modes) == 1:
             return modes[0]
         nft, legacy = self.tables("nft", "ipv4"), self.tables("legacy", "ipv4")
@@ -116,95 +237,83 @@ class Run(object):
             return "legacy" if docker_legacy and not docker_nft else "nft"
         if busy_nft or busy_legacy:
             return "legacy" if busy_legacy else "nft"
-        # No rules anywhere: Kuma would take nft; the backend the host's own
-        # `iptables` points to (update-alternatives) is what its admins see.
-        plain = host.find_executable("iptables")
-        return (plain and host.executable_mode(plain)) or "nft"
+        return self.facts.default_mode or "nft"
 
-    # -- helpers ---------------------------------------------------------------
-    def fail(self, msg, **extra):
-        self.result.update(extra)
-        self.result["commands"] = self.commands()
-        self.module.fail_json(msg=msg, **self.result)
-
-    def commands(self):
-        out = list(self.other_commands)
-        for runner in self.runners.values():
-            out += runner.commands
-        return out
-
-    # -- the run ---------------------------------------------------------------
-    def check_input(self):
-        if not config.HAS_NETADDR:
-            self.module.fail_json(msg=missing_required_lib("netaddr"))
-        errors = config.validate(self.params)
-        present = self.params["state"] == "present"
-        self.uid = host.resolve_uid(self.params["kuma_dp_user"])
-        if present and self.uid is None:
-            errors.append(
-                "kuma_dp_user: %r does not refer to a valid user on the host (create it first, "
-                "e.g. with the kuma.mesh.dataplane role)" % self.params["kuma_dp_user"]
-            )
-        dns = self.params["redirect"]["dns"]
-        self.dns_servers = []
-        if dns["enabled"] and not dns["capture_all"]:
-            path = dns["resolv_conf"]
-            if not os.path.isfile(path):
-                if present:
-                    errors.append("redirect.dns.resolv_conf: %r does not exist (redirect.dns.enabled is true)" % path)
-            else:
-                self.dns_servers = host.resolv_conf_servers(path)
-        if errors:
-            self.module.fail_json(msg="invalid options: " + "; ".join(errors), errors=errors, changed=False)
-
-    def ssh_exclusion(self):
-        """The SSH session's port stays out of inbound redirection unless the user opts out."""
+    # -- the SSH guard ---------------------------------------------------------------
+    def ssh_exclusion(self, mode):
+        """Ports kept out of inbound redirection for SSH: the session's own port, and
+        any sshd port an earlier run excluded for a session (it stays until the user
+        sets protect_ssh_session: false)."""
         inbound = self.params["redirect"]["inbound"]
-        port = host.ssh_session_port()
-        self.result["ssh_session_port"] = port
-        excluded = (
-            port is not None
-            and self.params["protect_ssh_session"]
-            and inbound["enabled"]
-            and port not in inbound["exclude_ports"]
-        )
-        self.result["ssh_port_excluded"] = bool(excluded)
-        if port is not None and not self.params["protect_ssh_session"] and inbound["enabled"]:
-            if port not in inbound["exclude_ports"]:
-                self.module.warn(
+        session = self.facts.ssh
+        self.result["ssh_session_port"] = session.port
+        self.result["ssh_session_found_by"] = session.how
+        user_ports = set(inbound["exclude_ports"])
+        kept = []
+        if self.params["protect_ssh_session"] and inbound["enabled"]:
+            installed = set()
+            for family in FAMILIES:
+                store = self.store(mode, family)
+                if store is not None:
+                    installed |= excluded_inbound_ports(store.tables())
+            kept = sorted(p for p in installed if p in session.sshd_ports and p not in user_ports and p != session.port)
+        extra = []
+        if session.port is not None and self.params["protect_ssh_session"] and inbound["enabled"]:
+            if session.port not in user_ports:
+                extra.append(session.port)
+        extra += kept
+        self.result["ssh_port_excluded"] = bool(extra and session.port in extra)
+        self.result["ssh_ports_kept"] = kept
+        if kept:
+            self.warn(
+                "port%s %s stay%s excluded from inbound redirection: an earlier run added %s for an SSH session%s; "
+                "set protect_ssh_session: false to remove %s"
+                % ("s" if len(kept) > 1 else "", ", ".join(str(p) for p in kept), "" if len(kept) > 1 else "s",
+                   "them" if len(kept) > 1 else "it",
+                   "" if session.port else " (this run sees no SSH session)", "them" if len(kept) > 1 else "it")
+            )
+        if session.port is None and session.under_sshd and self.params["protect_ssh_session"] and inbound["enabled"]:
+            self.warn("running under sshd, but the SSH session's own connection could not be identified (SSH_CONNECTION "
+                      "unset and no single sshd socket found): no session port was added to the inbound exclusions")
+        if session.port is not None and not self.params["protect_ssh_session"] and inbound["enabled"]:
+            if session.port not in user_ports:
+                self.warn(
                     "protect_ssh_session is false: new SSH connections to port %d will be redirected to "
-                    "the inbound proxy port" % port
+                    "the inbound proxy port" % session.port
                 )
-        return [port] if excluded else []
+        return extra
+
+    # -- wanted rules -----------------------------------------------------------------
+    def family_config(self, family, tables, extra_inbound=None):
+        return config.family_config(
+            self.params,
+            ipv6=family == "ipv6",
+            uid=self.facts.uid,
+            dns_servers=list(self.facts.dns_servers),
+            docker_output=ipt.has_chain(tables, "nat", rules.DOCKER_OUTPUT_CHAIN),
+            loopback=self.facts.loopback,
+            extra_inbound_exclude=extra_inbound,
+        )
+
+    def ipv6_wanted(self):
+        return self.params["ip_family_mode"] == "dualstack" and self.facts.has_local_ipv6
 
     def wanted(self, mode):
-        """{family: RuleSet or None} for the chosen backend."""
-        present = self.params["state"] == "present"
-        extra_inbound = self.ssh_exclusion() if present else []
+        """{family: RuleSet or None} for the chosen backend (None: no rules)."""
+        extra_inbound = self.ssh_exclusion(mode) if self.present else []
         out = {}
-        loopback = host.loopback_name()
         for family in FAMILIES:
-            if self.runner(mode, family) is None:
-                if family == "ipv6" and present and self.params["ip_family_mode"] == "dualstack":
-                    self.module.warn("ip6tables-%s is not installed: IPv6 traffic will not be redirected" % mode)
+            store = self.store(mode, family)
+            if store is None:
+                if family == "ipv6" and self.present and self.params["ip_family_mode"] == "dualstack":
+                    self.warn("ip6tables-%s is not installed: IPv6 traffic will not be redirected" % mode)
                 continue
             ruleset = None
-            if not present:
-                self.claim(mode, family, loopback)
-            elif family == "ipv4" or self.ipv6_wanted():
-                tables = self.tables(mode, family)
-                cfg = config.family_config(
-                    self.params,
-                    ipv6=family == "ipv6",
-                    uid=self.uid,
-                    dns_servers=self.dns_servers,
-                    docker_output=ipt.has_chain(tables, "nat", rules.DOCKER_OUTPUT_CHAIN),
-                    loopback=loopback,
-                    extra_inbound_exclude=extra_inbound,
-                )
+            if self.present and (family == "ipv4" or self.ipv6_wanted()):
+                cfg = self.family_config(family, store.tables(), extra_inbound)
                 dns = self.params["redirect"]["dns"]
                 if (dns["enabled"] or dns["capture_all"]) and not cfg.dns_enabled:
-                    self.module.warn(
+                    self.warn(
                         "no %s DNS servers found in %s: DNS traffic capture for %s is disabled"
                         % (family.upper().replace("IPV", "IPv"), dns["resolv_conf"], family)
                     )
@@ -214,179 +323,344 @@ class Run(object):
             out[family] = ruleset
         return out
 
-    def claim(self, mode, family, loopback):
-        """With comments disabled, the rules of the given settings are how Kuma's
-        rules are recognised on uninstall (nothing else marks them)."""
-        if not self.params["comments"]["disabled"] or self.uid is None:
-            return
-        cfg = config.family_config(
-            self.params,
-            ipv6=family == "ipv6",
-            uid=self.uid,
-            dns_servers=self.dns_servers,
-            docker_output=ipt.has_chain(self.tables(mode, family), "nat", rules.DOCKER_OUTPUT_CHAIN),
-            loopback=loopback,
-        )
-        self.claims[(mode, family)] = ipt.uncommented(rules.build(cfg))
+    def claims(self, mode, family, ruleset):
+        """With comments disabled, rules equal to Kuma's for these settings are Kuma's
+        (nothing else marks them)."""
+        if not self.params["comments"]["disabled"]:
+            return None
+        if ruleset is not None:
+            return ipt.uncommented(ruleset)
+        if self.facts.uid is None:
+            return None
+        store = self.store(mode, family)
+        return ipt.uncommented(rules.build(self.family_config(family, store.tables())))
 
-    def ipv6_wanted(self):
-        return self.params["ip_family_mode"] == "dualstack" and host.has_local_ipv6()
+    # -- ::6 ----------------------------------------------------------------------------
+    def passthrough(self, action):
+        """Kuma puts ::6/128 on the loopback, the IPv6 passthrough source its rules
+        expect; uninstall takes it away again. Undone on failure."""
+        if self.facts.ip is None:
+            raise TproxyFailure("the 'ip' command (iproute2) is needed to change ::6/128 on the loopback interface")
+        inverse = "del" if action == "add" else "add"
 
-    def main(self):
-        self.check_input()
-        mode = self.choose_mode()
-        self.result["iptables_mode"] = mode
-        wanted = self.wanted(mode)
-        if self.params["backend"] == "firewalld":
-            # imported here: only firewalld hosts need it
-            from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld
+        def do(what):
+            args = [self.facts.ip, "-6", "addr", what, "::6/128", "dev", self.facts.loopback]
+            self.commands.append(" ".join(args))
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            _out, err = proc.communicate()
+            err = err.decode("utf-8", "replace")
+            if proc.returncode != 0 and "exists" not in err and "Cannot assign" not in err:
+                raise TproxyFailure("%s ::6/128 on the loopback interface failed: %s" % (what, err.strip()))
 
-            return tproxy_firewalld.run(self, wanted)
-        self.refuse_firewalld_managed(mode)
-
-        # Every (backend, family) whose Kuma part must change, with its target.
-        work = []
-        diffs = []
-        for family, ruleset in wanted.items():
-            tables = self.tables(mode, family)
-            extra = ipt.uncommented(ruleset) or self.claims.get((mode, family))
-            if not ipt.in_sync(tables, ruleset, extra):
-                work.append((mode, family, ipt.target_for(ruleset), ruleset, extra))
-                diffs += self.diff(mode, family, tables, ruleset, extra)
-        other = "legacy" if mode == "nft" else "nft"
-        for family in FAMILIES:
-            # Kuma's rules left in the other backend (a switch of iptables_mode,
-            # or kumactl run with the other alternative) would redirect twice.
-            if self.runner(other, family) is None:
-                continue
-            tables = self.tables(other, family)
-            if ipt.owned_part(tables):
-                work.append((other, family, {}, None, None))
-                diffs += self.diff(other, family, tables, None)
-
-        if self.params["state"] == "present":
-            ipv6_address = "add" if "ipv6" in self.result["families"] and not host.has_inbound_passthrough_ipv6() else None
+        self.undo.push("::6/128 %s the loopback again" % ("removed from" if action == "add" else "put back on"),
+                       lambda: do(inverse))
+        do(action)
+        if action == "add":
+            self.passthrough_added = True
         else:
-            ipv6_address = "del" if host.has_inbound_passthrough_ipv6() else None
-        self.result["changed"] = bool(work) or bool(ipv6_address)
-        if self.module._diff:
-            self.result["diff"] = diffs
-        if self.module.check_mode or not self.result["changed"]:
-            self.result["commands"] = self.commands()
-            return self.result
+            self.passthrough_removed = True
 
-        if ipv6_address == "add":
-            self.ipv6_passthrough_address("add")
-        done = []
-        for backend, family, target, ruleset, extra in work:
-            runner = self.runners[(backend, family)]
-            before = self.tables(backend, family)
+    def ipv6_passthrough_address(self, action):
+        self.passthrough(action)
+
+    # -- apply one iptables store -------------------------------------------------------
+    def apply_store(self, plan):
+        store, runner = plan.store, plan.store.runner
+        before = store.snapshot()
+        touched = set(plan.touched())
+        retry = self.params["retry"]
+        retries = max(0, min(int(retry["max_retries"] or 0), 100))
+        sleep = _sleep_seconds(retry["sleep_between_retries"])
+        created = [t for t in touched if t not in store.tables()]
+
+        def restore_snapshot(names):
             try:
-                runner.apply(target, before, extra)
-                after = ipt.parse_save(runner.save())
-                if not ipt.in_sync(after, ruleset, extra):
-                    runner.rollback(before, extra)
-                    raise ipt.IptablesError(
-                        "the rules read back after the restore differ from the wanted ones; rolled back"
-                    )
-            except ipt.IptablesError as exc:
-                rolled_back = self.roll_back(done)
-                self.fail(
-                    "applying the %s %s rules failed: %s. The host's rules were left as they were before this run%s."
-                    % (backend, family, exc, "" if rolled_back else " (except: rolling back another family failed)"),
-                    failed_family=family,
-                )
-            done.append((runner, before, extra))
-        if ipv6_address == "del":
-            self.ipv6_passthrough_address("del")
-        if self.params["state"] == "absent":
-            self.drop_emptied_nft_tables(done)
-        self.result["commands"] = self.commands()
-        return self.result
+                if ipt.tables_equal(runner.save(), before, names):
+                    return  # the failed restore wrote nothing: nothing to put back
+            except ipt.IptablesError:
+                pass  # cannot tell: put the snapshot back anyway
+            runner.restore(ipt.snapshot_restore_text(before, sorted(names, key=_table_rank)), noflush=False)
+            self.drop_tables(runner, created)
+            now = runner.save()
+            if not ipt.tables_equal(now, before, names):
+                raise ipt.IptablesError("the %s tables read back after the restore differ from the snapshot" % store.name)
 
+        written = set()
+        self.undo.push(
+            "%s tables %s (whole tables, foreign rules included)" % (store.name, ", ".join(sorted(touched))),
+            lambda: restore_snapshot(written) if written else None,
+        )
+        current_text, current = before, store.tables()
+        last = None
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(sleep)
+                try:
+                    current_text = runner.save()
+                except ipt.IptablesError as exc:
+                    last = exc
+                    continue
+                current = ipt.parse_save(current_text)
+            plans = ipt.plan_tables(current, plan.target, plan.extra)
+            script = ipt.script_of(plans)
+            if not script:
+                break
+            violations = _gate(script, store, plan.claimed())
+            if violations:
+                raise TproxyFailure(
+                    "the %s transaction was refused by the payload gate before anything was applied: %s"
+                    % (store.name, "; ".join(str(v) for v in violations)),
+                    failed_family=store.family,
+                )
+            names = set(p.name for p in plans if p.changed())
+            try:
+                runner.restore(script, test=True)
+            except ipt.IptablesError as exc:
+                last = exc
+                continue
+            written |= names | touched
+            try:
+                runner.restore(script)
+                last = None
+                break
+            except ipt.IptablesError as exc:
+                last = exc
+                try:
+                    restore_snapshot(written)
+                except ipt.IptablesError as undo_exc:
+                    raise TproxyFailure("applying the %s rules failed: %s; restoring the snapshot failed: %s"
+                                        % (store.name, exc, undo_exc), failed_family=store.family)
+        if last is not None:
+            raise TproxyFailure("applying the %s rules failed: %s" % (store.name, last), failed_family=store.family)
+        # read back, still under the lock
+        try:
+            after = ipt.parse_save(runner.save())
+        except ipt.IptablesError as exc:
+            raise TproxyFailure("reading back the %s rules failed: %s" % (store.name, exc), failed_family=store.family)
+        if not ipt.in_sync(after, plan.ruleset, plan.extra):
+            raise TproxyFailure("the %s rules read back after the restore differ from the wanted ones" % store.name,
+                                failed_family=store.family)
+        return after
+
+    def drop_tables(self, runner, names):
+        """iptables-nft creates a table on first use and never deletes it: a table
+        the run created (rollback) or emptied (uninstall) is deleted with nft."""
+        if runner.mode != "nft" or not names or self.facts.nft is None:
+            return
+        family = "ip6" if runner.family == "ipv6" else "ip"
+        for name in names:
+            args = [self.facts.nft, "delete", "table", family, name]
+            self.commands.append(" ".join(args))
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            _out, err = proc.communicate()
+            if proc.returncode != 0:
+                self.warn("could not delete the empty %s %s table: %s" % (family, name, err.decode("utf-8", "replace").strip()))
+
+    # -- backends -------------------------------------------------------------------------
     def refuse_firewalld_managed(self, mode):
-        """Kuma's rules kept by firewalld (its permanent direct configuration, and
-        its *_direct chains with FirewallBackend=iptables) are firewalld's; editing
-        them with iptables would fight firewalld, so say which backend to use."""
-        from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld
+        """Kuma's rules kept by firewalld are firewalld's; editing them with iptables
+        would fight firewalld, so say which backend to use."""
+        from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld  # pylint: disable=import-outside-toplevel
 
         entries = tproxy_firewalld.kuma_direct_entries()
         if entries:
-            self.fail(
+            raise TproxyFailure(
                 "backend: 'iptables': Kuma's rules on this host are firewalld direct rules (%s); "
                 "use backend: firewalld, or remove them first with backend: firewalld, state: absent" % entries[0]
             )
         for family in FAMILIES:
-            if self.runner(mode, family) is None:
+            if self.store(mode, family) is None:
                 continue
             for table in self.tables(mode, family).values():
                 for chain in table.chains:
                     if chain.endswith("_direct") and any(ipt.is_kuma_rule(chain, r) for r in table.rules[chain]):
-                        self.fail(
+                        raise TproxyFailure(
                             "backend: 'iptables': Kuma's rules on this host are firewalld direct rules (%s %s); "
                             "use backend: firewalld, or remove them first with backend: firewalld, state: absent"
                             % (family, chain)
                         )
 
-    def drop_emptied_nft_tables(self, done):
-        """iptables-nft creates a table on first use and never deletes it; after
-        uninstall, a table Kuma's rules left empty (no rules, no user chains,
-        ACCEPT policies) is deleted, which changes nothing for packets, so that
-        the host looks as it did before. Needs the nft command; without it the
-        empty tables stay."""
-        nft = host.find_executable("nft")
-        if nft is None:
-            return
-        for runner, before, extra in done:
-            if runner.mode != "nft":
+    def iptables(self, mode, wanted):
+        self.refuse_firewalld_managed(mode)
+        plans = []
+        for family, ruleset in wanted.items():
+            plan = StorePlan(self.store(mode, family), ruleset, self.claims(mode, family, ruleset))
+            if plan.changed():
+                plans.append(plan)
+        other = "legacy" if mode == "nft" else "nft"
+        for family in FAMILIES:
+            # Kuma's rules left in the other backend (a switch of iptables_mode, or
+            # kumactl run with the other alternative) would redirect twice.
+            store = self.store(other, family)
+            if store is None or not store.in_use:
                 continue
-            family = "ip6" if "ip6tables" in runner.save_path else "ip"
-            after = ipt.parse_save(runner.save())
-            for name in ipt.emptied_tables(before, after, extra):
-                args = [nft, "delete", "table", family, name]
-                self.other_commands.append(" ".join(args))
-                rc, _out, err = self.module.run_command(args)
-                if rc != 0:
-                    self.module.warn("could not delete the empty %s %s table: %s" % (family, name, err.strip()))
+            if ipt.owned_part(store.tables()):
+                plans.append(StorePlan(store, None, self.claims(other, family, None)))
+        self.result["stores_changed"] = [p.store.name for p in plans]
+        diffs = []
+        for plan in plans:
+            diffs += plan.diff()
+        action = self.passthrough_action()
+        changed = bool(plans) or bool(action)
+        self.result["changed"] = changed
+        if self.diff_mode:
+            self.result["diff"] = diffs
+        if self.check_mode or not changed:
+            return
+        if action == "add":
+            self.passthrough("add")
+        emptied = []
+        for plan in plans:
+            emptied.append((plan, self.apply_store(plan)))
+        if action == "del":
+            self.passthrough("del")
+        for plan, after in emptied:
+            self.drop_tables(plan.store.runner, ipt.emptied_tables(plan.store.tables(), after, plan.extra))
 
-    def roll_back(self, done):
-        ok = True
-        for runner, before, extra in reversed(done):
+    def remove_kuma(self, mode, family, extra=None):
+        """For the firewalld store: Kuma's plain rules out of one iptables store (undoable)."""
+        plan = StorePlan(self.store(mode, family), None, extra)
+        if plan.changed():
+            self.apply_store(plan)
+
+    def passthrough_action(self):
+        if self.present:
+            return "add" if "ipv6" in self.result["families"] and not self.facts.passthrough_ipv6 else None
+        return "del" if self.facts.passthrough_ipv6 else None
+
+    def restore_resolv_conf(self):
+        """kumactl's DNS redirection may have left resolv.conf.kuma-backup: uninstall puts it back."""
+        backup = self.facts.kuma_backup
+        if self.present or backup is None:
+            return
+        path = self.params["redirect"]["dns"]["resolv_conf"]
+        self.result["resolv_conf_restored"] = path
+        self.result["changed"] = True
+        if self.check_mode:
+            return
+        with open(backup, "rb") as f:
+            data = f.read()
+        tmp = path + ".kuma-mesh-tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.rename(tmp, path)
+        os.unlink(backup)
+
+    # -- the run ------------------------------------------------------------------------
+    def effective(self, given):
+        """The options this run uses: kumactl's configuration (config_file read from
+        the host, config) merged under the options the task sets, then validated.
+        Bad input fails here, before the lock is taken or anything is read."""
+        text, errors = None, []
+        path = given.get("config_file") if isinstance(given, dict) else None
+        if path is not None and not config.path_problem(path):
+            found = facts_mod.read_config_file(path, config.MAX_CONFIG_TEXT)
+            text = found.text
+            if found.error:
+                errors.append(found.error)
+        if not errors:
+            params, errors = config.effective_params(given, text)
+            errors = list(errors)
+            if not errors:
+                errors = list(config.validate(params))
+        if errors:
+            raise TproxyFailure("invalid options: " + "; ".join(errors), errors=errors)
+        return params
+
+    def main(self):
+        self.params = self.effective(self.params)
+        self.present = self.params["state"] == "present"
+        try:
+            self.lock.acquire(max(0, int(self.params.get("wait") or 0)))
+        except LockError as exc:
+            raise TproxyFailure(str(exc))
+        self.facts = facts_mod.gather(self.params)
+        self.check_input()
+        mode = self.choose_mode()
+        self.result["iptables_mode"] = mode
+        wanted = self.wanted(mode)
+        if self.params["backend"] == "firewalld":
+            from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld  # pylint: disable=import-outside-toplevel
+
+            changed, diffs, info = tproxy_firewalld.reconcile(self, wanted, mode)
+            self.result["firewalld"] = info
+            self.result["changed"] = bool(changed)
+            if self.diff_mode:
+                self.result["diff"] = diffs
+        else:
+            self.iptables(mode, wanted)
+        self.restore_resolv_conf()
+        return self.result
+
+    def host_differs(self):
+        """After a rollback: whether any store differs from its snapshot, or ::6 changed."""
+        for store in self.stores.values():
+            if store is None or store._snapshot is None or not store.in_use:
+                continue
             try:
-                runner.rollback(before, extra)
+                now = store.runner.save()
             except ipt.IptablesError:
-                ok = False
-        return ok
+                return True
+            if not ipt.tables_equal(now, store._snapshot, rules.TABLE_ORDER):
+                return True
+        return host.has_inbound_passthrough_ipv6() != self.facts.passthrough_ipv6
 
-    def ipv6_passthrough_address(self, action):
-        """Kuma puts ::6/128 on the loopback, the IPv6 passthrough source its rules
-        expect; uninstall takes it away again."""
-        ip = host.find_executable("ip")
-        if ip is None:
-            self.fail("the 'ip' command (iproute2) is needed to change ::6/128 on the loopback interface")
-        args = [ip, "-6", "addr", action, "::6/128", "dev", host.loopback_name()]
-        rc, _out, err = self.module.run_command(args)
-        self.other_commands.append(" ".join(args))
-        if rc != 0 and "exists" not in err:
-            self.fail("%s ::6/128 on the loopback interface failed: %s" % (action, err.strip()))
 
-    def diff(self, mode, family, tables, ruleset, extra=None):
-        before = ipt.owned_text(tables, extra)
-        after = ipt.wanted_text(ruleset)
-        out = []
-        for table in rules.TABLE_ORDER:
-            if table in before or table in after:
-                name = "%s %s %s" % (family, mode, table)
-                out.append(
-                    dict(
-                        before_header="%s (Kuma's rules now)" % name,
-                        after_header="%s (Kuma's rules wanted)" % name,
-                        before=before.get(table, ""),
-                        after=after.get(table, ""),
-                    )
-                )
+def _table_rank(name):
+    return rules.TABLE_ORDER.index(name) if name in rules.TABLE_ORDER else len(rules.TABLE_ORDER)
+
+
+_INBOUND_EXCLUDE = re.compile(r"^-A %s -p tcp .*--dport (\d+) -j RETURN$" % rules.INBOUND_CHAIN)
+
+
+def excluded_inbound_ports(tables):
+    """The ports Kuma's installed inbound chain keeps out of redirection."""
+    nat = tables.get("nat")
+    out = set()
+    if nat is None:
         return out
+    for line in nat.rules.get(rules.INBOUND_CHAIN, []):
+        match = _INBOUND_EXCLUDE.match(line)
+        if match:
+            out.add(int(match.group(1)))
+    return out
 
 
-def run(module):
-    return Run(module).main()
+def run(params, check_mode=False, diff_mode=False):
+    """One kuma_tproxy run: an Outcome for main(), never an exception."""
+    engine = Engine(params, check_mode, diff_mode)
+    try:
+        try:
+            result = engine.main()
+            return Outcome(result, engine.warnings)
+        except TproxyFailure as exc:
+            return _failed(engine, exc.msg, exc.fields)
+        except Exception as exc:  # pylint: disable=broad-except  # no traceback, whatever the input
+            return _failed(engine, "internal error (%s: %s)" % (exc.__class__.__name__, exc), {})
+    finally:
+        # held until after read-back, and through a rollback
+        engine.lock.release()
+
+
+def _failed(engine, msg, fields):
+    result = engine.result
+    result.update(fields)
+    if "errors" in fields:  # bad input: nothing was read or written
+        result["changed"] = False
+        result["commands"] = []
+        return Outcome(result, engine.warnings, msg)
+    if len(engine.undo):
+        restored, failed = engine.undo.unwind()
+        msg = "%s. Rolled back: %s" % (msg, outcome_text(restored, failed))
+        result["rolled_back"] = restored
+        result["rollback_failed"] = ["%s (%s)" % f for f in failed]
+        try:
+            result["changed"] = engine.host_differs()
+        except Exception:  # pylint: disable=broad-except
+            result["changed"] = True
+        if not failed and not result["changed"]:
+            msg += ". The host's rules are as they were before this run"
+    else:
+        result["changed"] = False
+        msg += ". Nothing was changed"
+    return Outcome(result, engine.warnings, msg)

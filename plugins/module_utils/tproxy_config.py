@@ -48,8 +48,6 @@ try:  # only to read kumactl configurations written in YAML
 except ImportError:  # pragma: no cover - JSON (a subset of YAML) still works
     HAS_YAML = False
 
-# Kept for callers that checked it: nothing here needs netaddr any more.
-HAS_NETADDR = True
 
 COMMENT_PREFIX = "kuma/mesh/transparent/proxy"
 CHAIN_PREFIX = "KUMA_MESH"

@@ -48,7 +48,9 @@ from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_config as 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_host as host
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_iptables as ipt
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
-from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import COMMENT_PREFIX
+from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_gate
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import CHAIN_PREFIX, COMMENT_PREFIX
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_undo import TproxyFailure
 
 FAMILIES = ("ipv4", "ipv6")
 ETC_FIREWALLD = "/etc/firewalld"
@@ -586,17 +588,17 @@ def reference_rulesets(run_state, wanted):
     uninstall or a family not wanted, those of the given settings (with and without
     Docker's DNS chain)."""
     out = [r for r in wanted.values() if r is not None]
-    uid = getattr(run_state, "uid", None)
+    uid = run_state.facts.uid
     if uid is None:
         return out
-    loopback = host.loopback_name()
+    loopback = run_state.facts.loopback
     for family in FAMILIES:
         for docker in (False, True):
             cfg = config.family_config(
                 run_state.params,
                 ipv6=family == "ipv6",
                 uid=uid,
-                dns_servers=getattr(run_state, "dns_servers", []),
+                dns_servers=list(run_state.facts.dns_servers),
                 docker_output=docker,
                 loopback=loopback,
             )
@@ -647,11 +649,16 @@ def firewalld_mode(family):
 
 
 class FirewalldRun(object):
-    def __init__(self, run_state, wanted):
+    """The firewalld store: reads, plans and applies firewalld's direct configuration and
+    removes Kuma's plain iptables rules through the engine (``ctx``), whose undo stack
+    also holds what this store writes to iptables and ::6. Returns (changed, diffs, info);
+    failures raise TproxyFailure."""
+
+    def __init__(self, run_state, wanted, iptables_mode=None):
         self.rs = run_state
-        self.module = run_state.module
         self.params = run_state.params
-        self.result = run_state.result
+        self.iptables_mode = iptables_mode
+        self.families = [f for f in FAMILIES if wanted.get(f) is not None]
         self.present = self.params["state"] == "present"
         self.wanted = dict((f, wanted.get(f)) for f in FAMILIES)
         self.comments = not self.params["comments"]["disabled"]
@@ -666,14 +673,12 @@ class FirewalldRun(object):
             iptables_removed=[],
             calls=self.calls,
         )
-        self.result["firewalld"] = self.info
         references = reference_rulesets(run_state, self.wanted)
         self.detector = Detector(claims_of(references), any_priority=not self.comments)
         self.iptables_claims = dict((f, saved_claims(references, f)) for f in FAMILIES) if not self.comments else {}
 
     def fail(self, msg, **extra):
-        self.result["firewalld"] = self.info
-        self.rs.fail(msg, **extra)
+        raise TproxyFailure(msg, firewalld=self.info, **extra)
 
     # -- wanted --------------------------------------------------------------
     def wanted_entries(self):
@@ -745,7 +750,7 @@ class FirewalldRun(object):
         """Rules in the iptables tables firewalld would flush that are neither firewalld's nor Kuma's."""
         total = 0
         for family in FAMILIES:
-            mode = firewalld_mode(family) or self.result.get("iptables_mode")
+            mode = firewalld_mode(family) or self.iptables_mode
             if mode is None or self.rs.runner(mode, family) is None:
                 continue
             tables = self.rs.tables(mode, family)
@@ -755,6 +760,11 @@ class FirewalldRun(object):
     # -- the run ---------------------------------------------------------------
     def main(self):
         wanted_chains, wanted_rules = self.wanted_entries()
+        violations = _gate_direct(list(wanted_rules), list(wanted_chains),
+                                  None if self.comments else self.detector.claims)
+        if violations:
+            self.fail("backend: 'firewalld': the direct rules were refused by the payload gate before anything was "
+                      "applied: %s" % "; ".join(str(v) for v in violations))
         wanted_set = (set(wanted_chains), set(wanted_rules))
         try:
             api, import_error = connect()
@@ -782,13 +792,13 @@ class FirewalldRun(object):
 
     def ipv6_action(self):
         if self.present:
-            return "add" if "ipv6" in self.result["families"] and not host.has_inbound_passthrough_ipv6() else None
-        return "del" if host.has_inbound_passthrough_ipv6() else None
+            return "add" if "ipv6" in self.families and not self.rs.facts.passthrough_ipv6 else None
+        return "del" if self.rs.facts.passthrough_ipv6 else None
 
     def warn_passthroughs(self, direct):
         for entry in direct.passthroughs:
             if self.detector.passthrough(entry):
-                self.module.warn(
+                self.rs.warn(
                     "firewalld direct passthrough %s %s looks like Kuma's; passthroughs are left alone"
                     % (entry[0], join_args(entry[1]))
                 )
@@ -810,23 +820,15 @@ class FirewalldRun(object):
         return out
 
     def finish(self, changed, diffs):
-        self.result["changed"] = bool(changed)
-        if self.module._diff:
-            self.result["diff"] = diffs
-        self.result["commands"] = self.rs.commands()
-        return self.result
+        return bool(changed), diffs, self.info
 
     def remove_plain(self, work):
         """Remove Kuma's plain iptables rules; returns what to roll back."""
         done = []
         for family, runner, tables, extra in work:
             try:
-                runner.apply({}, tables, extra)
-                if ipt.owned_part(ipt.parse_save(runner.save()), extra):
-                    runner.rollback(tables, extra)
-                    raise ipt.IptablesError("Kuma's rules are still there after the removal; rolled back")
-            except ipt.IptablesError as exc:
-                self.rollback_plain(done)
+                self.rs.remove_kuma(runner.mode, family, extra)
+            except TproxyFailure as exc:
                 self.fail(
                     "backend: 'firewalld': removing Kuma's plain %s %s rules (written by backend: iptables or kumactl) "
                     "failed: %s" % (runner.mode, family, exc),
@@ -837,13 +839,8 @@ class FirewalldRun(object):
         return done
 
     def rollback_plain(self, done):
-        ok = True
-        for runner, tables, extra in reversed(done):
-            try:
-                runner.rollback(tables, extra)
-            except ipt.IptablesError:
-                ok = False
-        return ok
+        """The engine's undo stack puts removed plain rules back (after this store's own undo)."""
+        return True
 
     def offline(self, wanted_chains, wanted_rules, wanted_set):
         installed = os.path.isdir(os.path.dirname(self.path)) or host.find_executable("firewalld")
@@ -867,12 +864,12 @@ class FirewalldRun(object):
         self.info["permanent_changed"] = permanent_changed
         diffs = self.diff("permanent", doc.direct, wanted_set)
         if self.present:
-            self.module.warn(
+            self.rs.warn(
                 "firewalld is not running: Kuma's rules were %s firewalld's permanent configuration (%s) only; they "
                 "take effect when firewalld starts" % ("written to" if permanent_changed else "found in", self.path)
             )
         changed = permanent_changed or plain or ipv6_address
-        if self.module.check_mode or not changed:
+        if self.rs.check_mode or not changed:
             return self.finish(changed, diffs)
         done = self.remove_plain(plain)
         if permanent_changed:
@@ -886,7 +883,7 @@ class FirewalldRun(object):
                     % (self.path, exc, "" if ok else " (putting back the removed iptables rules failed)")
                 )
         if ipv6_address:
-            self.rs.ipv6_passthrough_address(ipv6_address)
+            self.rs.passthrough(ipv6_address)
         return self.finish(True, diffs)
 
     def write_atomic(self, text):
@@ -897,8 +894,14 @@ class FirewalldRun(object):
         try:
             with os.fdopen(fd, "w") as f:
                 f.write(text)
-            # same owner, mode and SELinux context as the file it replaces (0644 for a new one)
-            self.module.atomic_move(tmp, self.path)
+            # same owner and mode as the file it replaces (0644 for a new one)
+            try:
+                st = os.stat(self.path)
+                os.chmod(tmp, st.st_mode & 0o7777)
+                os.chown(tmp, st.st_uid, st.st_gid)
+            except OSError:
+                os.chmod(tmp, 0o644)
+            os.rename(tmp, self.path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -923,13 +926,13 @@ class FirewalldRun(object):
         if runtime.empty() and ops and firewalld_backend() == "nftables":
             foreign = self.foreign_iptables_rules()
             if foreign:
-                self.module.warn(
+                self.rs.warn(
                     "firewalld (FirewallBackend=nftables) flushes every iptables and ip6tables table when it applies "
                     "its first direct rule, and again on every reload while it has direct rules: the %d iptables rules "
                     "of other tools on this host will be lost" % foreign
                 )
         changed = permanent_changed or ops or plain or ipv6_address
-        if self.module.check_mode or not changed:
+        if self.rs.check_mode or not changed:
             return self.finish(changed, diffs)
 
         done_plain = self.remove_plain(plain)
@@ -956,7 +959,7 @@ class FirewalldRun(object):
         if problem:
             self.rollback_online(api, done, permanent if permanent_changed else None, done_plain, problem)
         if ipv6_address:
-            self.rs.ipv6_passthrough_address(ipv6_address)
+            self.rs.passthrough(ipv6_address)
         return self.finish(True, diffs)
 
     def read_back(self, api, wanted_set):
@@ -1008,5 +1011,13 @@ class FirewalldRun(object):
         )
 
 
-def run(run_state, wanted):
-    return FirewalldRun(run_state, wanted).main()
+def _gate_direct(entries, chains=(), claimed=None):
+    """The payload gate for firewalld direct rules and chains: violations, [] when clean.
+    ``claimed`` ({(ipv, table, chain, args)}) are Kuma's rules written without comments."""
+    return list(tproxy_gate.check_direct_rules(
+        entries, chains=chains, chain_prefix=CHAIN_PREFIX, comment_prefix=COMMENT_PREFIX, claimed=claimed or None))
+
+
+def reconcile(engine, wanted, iptables_mode=None):
+    """The firewalld store's run: (changed, diffs, info)."""
+    return FirewalldRun(engine, wanted, iptables_mode).main()

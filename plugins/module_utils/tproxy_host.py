@@ -11,10 +11,23 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
 import os
 import pwd
 
 SEARCH_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")  # Kuma's fallback locations
+
+
+KUMA_DP_UID = 5678  # Kuma's default uid for kuma-dp
+KUMA_DP_NAME = "kuma-dp"
+
+
+class UidResult(object):
+    """The uid ``kuma_dp_user`` resolves to (a string), or None with the reason."""
+
+    def __init__(self, uid=None, error=None):
+        self.uid = uid
+        self.error = error
 
 
 def resolve_uid(user):
@@ -23,23 +36,66 @@ def resolve_uid(user):
     if text.isdigit():
         try:
             return str(pwd.getpwuid(int(text)).pw_uid)
-        except KeyError:
+        except (KeyError, OverflowError, ValueError):
             pass
+    if not text or "\x00" in text:
+        return None
     try:
         return str(pwd.getpwnam(text).pw_uid)
-    except KeyError:
+    except (KeyError, ValueError):
         return None
 
 
+def resolve_kuma_dp_user(user):
+    """``kuma_dp_user`` as Kuma resolves it, uid 0 refused.
+
+    Empty means Kuma's default: uid 5678 when it exists, else a user named kuma-dp.
+    """
+    text = "" if user is None else str(user).strip()
+    if not text:
+        uid = resolve_uid(str(KUMA_DP_UID)) or resolve_uid(KUMA_DP_NAME)
+        if uid is None:
+            return UidResult(error="kuma_dp_user: '' (Kuma's default) found neither uid %d nor a user named %s on the host"
+                             % (KUMA_DP_UID, KUMA_DP_NAME))
+    else:
+        uid = resolve_uid(text)
+        if uid is None:
+            return UidResult(error="kuma_dp_user: %r does not refer to a valid user on the host (create it first, "
+                             "e.g. with the kuma.mesh.dataplane role)" % text)
+    if uid == "0":
+        return UidResult(error="kuma_dp_user: %r resolves to uid 0: every process of root would bypass the proxy; "
+                         "use the dedicated kuma-dp account" % text)
+    return UidResult(uid=uid)
+
+
+def parse_resolv_conf(text):
+    """(name servers, ignored lines) of a resolv.conf, read as glibc's res_init does:
+    a line whose first word is ``nameserver``, the address only (``%zone`` allowed for
+    IPv6); anything that is not an address (``192.0.2.53/24``) is ignored, never fatal."""
+    servers, ignored = [], []
+    for raw in text.splitlines():
+        # glibc matches the keyword at the very start of the line, followed by a blank
+        if not raw.startswith(("nameserver ", "nameserver\t")) and raw.rstrip() != "nameserver":
+            continue
+        fields = raw.split()
+        if len(fields) < 2:
+            ignored.append(raw.strip())
+            continue
+        address = fields[1]
+        try:
+            parsed = ipaddress.ip_address(address.split("%", 1)[0] if ":" in address else address)
+        except ValueError:
+            ignored.append(raw.strip())
+            continue
+        servers.append(str(parsed))
+    return servers, ignored
+
+
 def resolv_conf_servers(path):
-    """Name servers of a resolv.conf, the way Kuma's DNS library reads them."""
-    servers = []
-    with open(path) as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) >= 2 and fields[0] == "nameserver":
-                servers.append(fields[1])
-    return servers
+    """Name servers of a resolv.conf (see parse_resolv_conf)."""
+    with open(path, "rb") as f:
+        text = f.read().decode("utf-8", "replace")
+    return parse_resolv_conf(text)[0]
 
 
 def _if_inet6(path="/proc/net/if_inet6"):
@@ -118,7 +174,11 @@ def _comm(pid):
 def _socket_inodes(pid):
     inodes = set()
     fd_dir = "/proc/%d/fd" % pid
-    for fd in os.listdir(fd_dir):
+    try:
+        names = os.listdir(fd_dir)
+    except OSError:
+        return inodes
+    for fd in names:
         try:
             target = os.readlink(os.path.join(fd_dir, fd))
         except OSError:
@@ -128,42 +188,142 @@ def _socket_inodes(pid):
     return inodes
 
 
-def _established_local_ports(inodes):
-    ports = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+class TcpSocket(object):
+    def __init__(self, local_port, remote_port, state, inode):
+        self.local_port = local_port
+        self.remote_port = remote_port
+        self.state = state  # "01" established, "0A" listen
+        self.inode = inode
+
+
+def tcp_sockets(tables=("/proc/net/tcp", "/proc/net/tcp6")):
+    out = []
+    for table in tables:
         try:
             with open(table) as f:
                 next(f)
                 for line in f:
                     fields = line.split()
-                    if fields[3] == "01" and fields[9] in inodes:  # ESTABLISHED
-                        ports.append(int(fields[1].rsplit(":", 1)[1], 16))
-        except (IOError, OSError, StopIteration):
+                    if len(fields) < 10:
+                        continue
+                    out.append(TcpSocket(int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16),
+                                         fields[3], fields[9]))
+        except (IOError, OSError, StopIteration, ValueError):
             continue
+    return out
+
+
+class SshSession(object):
+    """What the run knows of the SSH session it runs under.
+
+    ``port``: the local (server) port of the session's own connection, or None.
+    ``how``: "SSH_CONNECTION", "sshd socket" or None. ``under_sshd``: an sshd
+    process is among the module's ancestors (then a None port is worth a warning).
+    ``sshd_ports``: the ports sshd serves on this host (under sshd: its listening
+    sockets; else, or when none are seen, the Port lines of sshd_config, else 22),
+    used to recognise an exclusion an earlier run added for a session.
+    """
+
+    def __init__(self, port=None, how=None, under_sshd=False, sshd_ports=()):
+        self.port = port
+        self.how = how
+        self.under_sshd = under_sshd
+        self.sshd_ports = tuple(sshd_ports)
+
+
+def _sshd_config_ports(path="/etc/ssh/sshd_config"):
+    ports = []
+    files = [path]
+    conf_d = path + ".d"
+    try:
+        files += [os.path.join(conf_d, n) for n in sorted(os.listdir(conf_d)) if n.endswith(".conf")]
+    except OSError:
+        pass
+    for name in files:
+        try:
+            with open(name) as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) >= 2 and fields[0].lower() == "port" and fields[1].isdigit():
+                        ports.append(int(fields[1]))
+        except (IOError, OSError):
+            continue
+    return ports or [22]
+
+
+def _sshd_chain(start_pid):
+    """The sshd processes among our ancestors, nearest first."""
+    chain = []
+    pid = start_pid
+    for _depth in range(64):
+        pid = _parent_pid(pid)
+        if pid <= 1:
+            break
+        if _comm(pid).startswith("sshd"):
+            chain.append(pid)
+        elif chain:
+            break
+    return chain
+
+
+def _sshd_listen_ports(sockets, chain):
+    """Ports sshd listens on: listening sockets held by sshd processes outside our session."""
+    listening = dict((s.inode, s.local_port) for s in sockets if s.state == "0A")
+    ports = set()
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return ports
+    for pid in pids:
+        if int(pid) in chain:
+            continue
+        try:
+            if not _comm(int(pid)).startswith("sshd"):
+                continue
+        except (IOError, OSError):
+            continue
+        for inode in _socket_inodes(int(pid)):
+            if inode in listening:
+                ports.add(listening[inode])
     return ports
 
 
-def ssh_session_port(environ=None, start_pid=None):
-    """The server port of the SSH session this process runs under, or None.
-
-    SSH_CONNECTION says it directly; sudo drops that variable, so the process
-    tree is walked up to sshd and the port read from its established socket.
-    """
+def ssh_session(environ=None, start_pid=None):
+    """The SSH session this process runs under (see SshSession)."""
     environ = os.environ if environ is None else environ
-    for variable in ("SSH_CONNECTION",):
-        fields = environ.get(variable, "").split()
-        if len(fields) == 4 and fields[3].isdigit():
-            return int(fields[3])
     pid = start_pid or os.getpid()
     try:
-        for _depth in range(32):
-            pid = _parent_pid(pid)
-            if pid <= 1:
-                return None
-            if _comm(pid).startswith("sshd"):
-                ports = _established_local_ports(_socket_inodes(pid))
-                if ports:
-                    return ports[0]
-    except (IOError, OSError, ValueError):
-        return None
-    return None
+        chain = _sshd_chain(pid)
+    except (IOError, OSError, ValueError, IndexError):
+        chain = []
+    fields = environ.get("SSH_CONNECTION", "").split()
+    if len(fields) == 4 and fields[3].isdigit() and 0 < int(fields[3]) < 65536:
+        port = int(fields[3])
+        return SshSession(port, "SSH_CONNECTION", True, sorted(set(_sshd_config_ports()) | set([port])))
+    if not chain:
+        # not under sshd: no socket to look at (and no /proc scan, for speed)
+        return SshSession(None, None, False, _sshd_config_ports())
+    sockets = tcp_sockets()
+    sshd_ports = sorted(_sshd_listen_ports(sockets, chain)) or _sshd_config_ports()
+    # The session's connection is the accepted socket shared by the session's sshd
+    # processes whose local port is one sshd listens on (forwarded connections are
+    # outbound from the host, or accepted on the session's own listeners).
+    by_inode = dict((s.inode, s) for s in sockets if s.state == "01")
+    own_listeners = set(s.local_port for s in sockets if s.state == "0A" and any(
+        s.inode in _socket_inodes(p) for p in chain))
+    candidates = set()
+    for session_pid in chain:
+        for inode in _socket_inodes(session_pid):
+            sock = by_inode.get(inode)
+            if sock is None or sock.local_port in own_listeners:
+                continue
+            if sock.local_port in sshd_ports:
+                candidates.add(sock.local_port)
+    if len(candidates) == 1:
+        return SshSession(candidates.pop(), "sshd socket", True, sshd_ports)
+    return SshSession(None, None, True, sshd_ports)
+
+
+def ssh_session_port(environ=None, start_pid=None):
+    """The server port of the SSH session this process runs under, or None."""
+    return ssh_session(environ, start_pid).port

@@ -17,8 +17,7 @@ __metaclass__ = type
 
 import os
 import re
-import tempfile
-import time
+import subprocess
 
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import CHAIN_PREFIX, COMMENT_PREFIX
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_rules import BUILTIN_CHAINS, TABLE_ORDER
@@ -124,6 +123,10 @@ def owned_part(tables, extra_owned=None):
     """
     result = {}
     for name, table in tables.items():
+        if name not in TABLE_ORDER:
+            # Kuma writes raw, nat and mangle only; a rule with Kuma's comment elsewhere
+            # (an operator's filter rule) is not Kuma's and is never touched.
+            continue
         owned = Owned()
         extra = (extra_owned or {}).get(name, set())
         for chain in table.chains:
@@ -215,97 +218,327 @@ def _delete_line(line):
     return "-D" + line[2:]
 
 
-def transaction(tables, target, extra_owned=None):
-    """The ``iptables-restore --noflush`` input that turns Kuma's current part of
-    ``tables`` into ``target``.
+class Line(object):
+    """One wanted rule: as iptables-save prints it (compared, deleted) and its
+    arguments after ``-A CHAIN``/``-I CHAIN n`` as Kuma writes them (restored)."""
 
-    ``target`` is {table: (custom chain names, rule lines)} where rule lines
-    are complete restore lines (``-A``/``-I``) adding the new Kuma part to
-    chains holding only foreign rules. Returns "" when there is nothing to do.
-    """
-    owned = owned_part(tables, extra_owned=extra_owned)
-    blocks = []
-    for name in TABLE_ORDER:
-        part = owned.get(name, Owned())
-        custom_wanted, lines_wanted = target.get(name, ([], []))
-        if part.empty() and not lines_wanted and not custom_wanted:
-            continue
-        lines = ["*" + name]
-        for chain in tables[name].chains if name in tables else []:
-            for _index, line in part.builtin.get(chain, []):
-                lines.append(_delete_line(line))
-        for chain in part.custom:
-            lines.append("-F %s" % chain)
-        for chain in part.custom:
-            if chain not in custom_wanted:
-                lines.append("-X %s" % chain)
-        for chain in custom_wanted:
-            if chain not in part.custom:
-                lines.append("-N %s" % chain)
-        lines += lines_wanted
-        lines.append("COMMIT")
-        blocks.append("\n".join(lines))
-    return "\n".join(blocks) + "\n" if blocks else ""
+    def __init__(self, saved, rest):
+        self.saved = saved
+        self.rest = rest
+
+
+class TableTarget(object):
+    def __init__(self):
+        self.custom = {}  # chain -> [Line], in Kuma's order
+        self.custom_order = []
+        self.builtin = {}  # chain -> ([Line] head, [Line] tail)
+
+
+def _rest(restore_line, chain, position):
+    words = restore_line.split(" ", 3 if position else 2)
+    return words[-1] if len(words) > (3 if position else 2) else ""
 
 
 def target_for(ruleset):
-    """The transaction target that installs ``ruleset`` the way Kuma does."""
+    """{table: TableTarget} that installs ``ruleset`` the way Kuma does ({}: nothing)."""
     if not ruleset:
         return {}
     target = {}
+    comments = ruleset.comments
     for table in ruleset.tables:
-        lines = []
-        for chain in table.chains:
-            lines += [r.restore(ruleset.comments) for r in chain.rules]
-        target[table.name] = ([c.name for c in table.custom], lines)
+        t = TableTarget()
+        for chain in table.custom:
+            t.custom_order.append(chain.name)
+            t.custom[chain.name] = [
+                Line(r.saved(comments), _rest(r.restore(comments), chain.name, r.position)) for r in chain.rules
+            ]
+        for chain in table.builtin:
+            head = [Line(r.saved(comments), _rest(r.restore(comments), chain.name, r.position)) for r in chain.head]
+            tail = [Line(r.saved(comments), _rest(r.restore(comments), chain.name, r.position)) for r in chain.tail]
+            if head or tail:
+                t.builtin[chain.name] = (head, tail)
+        target[table.name] = t
     return target
 
 
-def owned_equal(a_tables, b_tables, extra_owned=None):
-    """Kuma's part is the same in both, positions included."""
-    a, b = owned_part(a_tables, extra_owned), owned_part(b_tables, extra_owned)
-    return sorted(a) == sorted(b) and all(
-        a[n].builtin == b[n].builtin and a[n].custom == b[n].custom for n in a
-    )
+def _tail_anchor(entries, head, tail):
+    """How many foreign rules come before the place Kuma's appended rules hold now: the
+    first current Kuma entry equal to a wanted appended rule, else the first one after
+    the leading block on top. None: Kuma has no entry (the tail is appended, as kumactl
+    does)."""
+    if not entries:
+        return None
+    tail_lines = set(x.saved for x in tail)
+    for count, (index, line) in enumerate(entries):
+        if line in tail_lines:
+            return index - 1 - count
+    for count, (index, _line) in enumerate(entries):
+        if index != count + 1:
+            return index - 1 - count
+    return 0
 
 
-def target_restoring(tables, extra_owned=None):
-    """The transaction target that puts back Kuma's part of ``tables`` exactly,
-    positions included (rollback): chains first, then built-in rules inserted
-    at their old numbers in ascending order around the untouched foreign ones."""
-    target = {}
-    for name, part in owned_part(tables, extra_owned).items():
-        lines = []
-        for chain in part.custom:
-            lines += part.custom[chain]
-        for chain in tables[name].chains:
-            for index, line in part.builtin.get(chain, []):
-                lines.append("-I %s %d%s" % (chain, index, line[2 + 1 + len(chain):]))
-        target[name] = (list(part.custom), lines)
-    return target
+def _find_run(lines, wanted, start=0):
+    """Index of ``wanted`` as a contiguous run in ``lines`` at or after ``start``, or None."""
+    n = len(wanted)
+    if not n:
+        return None
+    for i in range(start, len(lines) - n + 1):
+        if lines[i:i + n] == wanted:
+            return i
+    return None
+
+
+def _placeholder(count):
+    return "# ... %d rule%s not Kuma's" % (count, "" if count == 1 else "s")
+
+
+def _layout(lines, kuma):
+    """A built-in chain as Kuma's lines with the foreign ones counted, for the diff."""
+    out = []
+    run = 0
+    for line in lines:
+        if line in kuma:
+            if run:
+                out.append(_placeholder(run))
+                run = 0
+            out.append(line)
+        else:
+            run += 1
+    if run:
+        out.append(_placeholder(run))
+    return out
+
+
+def plan_builtin(chain, total, entries, head, tail):
+    """(restore lines, layout before, layout after) for Kuma's rules of one built-in chain.
+
+    Kuma's inserted rules (``head``) belong on top in order, its appended ones
+    (``tail``) together and in order below. Rules already in place stay; only the
+    others are deleted (by spec, never by number) and inserted, the appended ones at
+    the place Kuma's appended rules hold now among foreign rules.
+    """
+    head_saved = [x.saved for x in head]
+    tail_saved = [x.saved for x in tail]
+    kuma_now = set(line for _i, line in entries)
+    before = _layout(total, kuma_now) if entries else []
+    keep_head = bool(head) and total[:len(head)] == head_saved
+    start = len(head) if keep_head else 0
+    tail_at = _find_run(total, tail_saved, start)
+    keep_tail = tail_at is not None and all(
+        i in [e[0] - 1 for e in entries] for i in range(tail_at, tail_at + len(tail)))
+    kept = set()
+    if keep_head:
+        kept |= set(range(len(head)))
+    if keep_tail:
+        kept |= set(range(tail_at, tail_at + len(tail)))
+    lines = []
+    simulated = list(total)
+    for index, line in entries:
+        if index - 1 in kept:
+            continue
+        lines.append(_delete_line(line))
+        simulated.remove(line)
+    if head and not keep_head:
+        for i, x in enumerate(head):
+            lines.append("-I %s %d %s" % (chain, i + 1, x.rest))
+            simulated.insert(i, x.saved)
+    if tail and not keep_tail:
+        anchor = _tail_anchor(entries, head, tail)
+        if anchor is None:
+            for x in tail:
+                lines.append("-A %s %s" % (chain, x.rest))
+                simulated.append(x.saved)
+        else:
+            # position among what is left: the head, then ``anchor`` foreign rules
+            position = len(head)
+            foreign_seen = 0
+            wanted_kuma = set(head_saved)
+            while position < len(simulated) and foreign_seen < anchor:
+                if simulated[position] not in wanted_kuma and simulated[position] not in kuma_now:
+                    foreign_seen += 1
+                position += 1
+            for i, x in enumerate(tail):
+                lines.append("-I %s %d %s" % (chain, position + i + 1, x.rest))
+                simulated.insert(position + i, x.saved)
+    after = _layout(simulated, set(head_saved) | set(tail_saved)) if (head or tail) else []
+    return lines, before, after
+
+
+class TablePlan(object):
+    """What changes in one table: restore lines, and Kuma's part before/after for the diff."""
+
+    def __init__(self, name):
+        self.name = name
+        self.lines = []
+        self.before = []
+        self.after = []
+
+    def changed(self):
+        return bool(self.lines)
+
+
+def plan_table(name, table, part, want):
+    """The minimal change of one table's Kuma part to ``want`` (TableTarget or None).
+
+    Kuma chains already right are left alone; a changed chain is flushed and
+    refilled in place (the jumps to it keep their place); a built-in chain's Kuma
+    rules are rewritten only when they are not exactly where kumactl would have
+    them, and then the appended ones go back where they were among foreign rules.
+    """
+    want = want or TableTarget()
+    part = part or Owned()
+    plan = TablePlan(name)
+    chains = table.chains if table is not None else []
+    deletes, flushes, removes, creates, fills, inserts = [], [], [], [], [], []
+    # built-in chains
+    names = [c for c in chains if c in part.builtin] + [c for c in want.builtin if c not in part.builtin]
+    for chain in names:
+        entries = part.builtin.get(chain, [])
+        head, tail = want.builtin.get(chain, ([], []))
+        total = table.rules.get(chain, []) if table is not None else []
+        if entries and (head or tail) and chain_in_sync(entries, len(total), [x.saved for x in head], [x.saved for x in tail]):
+            layout = _layout(total, set(line for _i, line in entries))
+            plan.before += layout
+            plan.after += layout
+            continue
+        lines, before, after = plan_builtin(chain, total, entries, head, tail)
+        for line in lines:
+            (deletes if line.startswith("-D") else inserts).append(line)
+        plan.before += before
+        plan.after += after
+    # Kuma's own chains
+    for chain in list(part.custom) + [c for c in want.custom_order if c not in part.custom]:
+        current = part.custom.get(chain)
+        wanted = want.custom.get(chain)
+        if current is not None:
+            plan.before.append(":%s - [0:0]" % chain)
+        if wanted is not None:
+            plan.after.append(":%s - [0:0]" % chain)
+        if current is not None and wanted is not None and current == [x.saved for x in wanted]:
+            continue
+        if current is not None:
+            flushes.append("-F %s" % chain)
+            if wanted is None:
+                removes.append("-X %s" % chain)
+        else:
+            creates.append("-N %s" % chain)
+        fills += ["-A %s %s" % (chain, x.rest) for x in (wanted or [])]
+    for chain in list(part.custom) + [c for c in want.custom_order if c not in part.custom]:
+        plan.before += part.custom.get(chain, [])
+        plan.after += [x.saved for x in want.custom.get(chain, [])]
+    plan.lines = deletes + flushes + removes + creates + fills + inserts
+    return plan
+
+
+def plan_tables(tables, target, extra_owned=None):
+    """[TablePlan] of every table Kuma has or wants a part in, in Kuma's order."""
+    owned = owned_part(tables, extra_owned=extra_owned)
+    out = []
+    for name in TABLE_ORDER:
+        if name not in owned and name not in target:
+            continue
+        out.append(plan_table(name, tables.get(name), owned.get(name), target.get(name)))
+    return out
+
+
+def script_of(plans):
+    """The ``iptables-restore --noflush`` input of the changed tables ("" when none)."""
+    blocks = ["\n".join(["*" + p.name] + p.lines + ["COMMIT"]) for p in plans if p.changed()]
+    return "\n".join(blocks) + "\n" if blocks else ""
+
+
+def transaction(tables, target, extra_owned=None):
+    """The ``iptables-restore --noflush`` input that turns Kuma's current part of
+    ``tables`` into ``target`` with the fewest changes ("" when nothing differs)."""
+    return script_of(plan_tables(tables, target, extra_owned))
+
+
+_COUNTERS = re.compile(r"\[\d+:\d+\]$")
+
+
+def table_blocks(save_text):
+    """{table: its iptables-save block, counters zeroed} of raw save output."""
+    blocks = {}
+    current = None
+    for raw in save_text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            current = line[1:].strip()
+            blocks[current] = [line]
+        elif current is not None:
+            if line.startswith(":"):
+                line = _COUNTERS.sub("[0:0]", line)
+            blocks[current].append(line)
+            if line == "COMMIT":
+                current = None
+    return dict((k, "\n".join(v) + "\n") for k, v in blocks.items())
+
+
+def snapshot_restore_text(save_text, names):
+    """``*-restore`` input (without --noflush) that puts the tables ``names`` back exactly
+    as in ``save_text`` (foreign rules and policies included); a table that did not exist
+    is emptied."""
+    blocks = table_blocks(save_text)
+    out = []
+    for name in names:
+        out.append(blocks.get(name, "*%s\nCOMMIT\n" % name))
+    return "".join(out)
+
+
+def tables_equal(a_text, b_text, names):
+    """Whether the tables ``names`` are the same in two save outputs (counters ignored)."""
+    a, b = table_blocks(a_text), table_blocks(b_text)
+    return all(a.get(n) == b.get(n) for n in names)
 
 
 class IptablesError(Exception):
     pass
 
 
-class Iptables(object):
-    """The runner for one family and one backend (nft or legacy)."""
+def _env():
+    env = dict(os.environ)
+    env["LC_ALL"] = "C"
+    return env
 
-    def __init__(self, module, save_path, restore_path, mode, wait=5, wait_interval=0, retries=4, sleep=2.0):
-        self.module = module
+
+class Iptables(object):
+    """The runner for one family and one backend (nft or legacy): the only code that
+    starts iptables processes. Rules go to ``*-restore`` on its standard input (no
+    temporary file to leave behind); the host lock's descriptor is inherited so a
+    restore outliving a killed run keeps other runs out until it ends."""
+
+    def __init__(self, save_path, restore_path, mode, family, wait=5, wait_interval=0, log=None, lock_fd=None,
+                 lock_args=None):
         self.save_path = save_path
         self.restore_path = restore_path
         self.mode = mode
+        self.family = family
         self.wait = wait
         self.wait_interval = wait_interval
-        self.retries = retries
-        self.sleep = sleep
-        self.commands = []  # every process this runner started, for the result
+        self.commands = log if log is not None else []  # every process started, for the result
+        self.lock_fd = lock_fd
+        # the xtables-lock flags of a legacy restore (tproxy_config.restore_lock_args)
+        self.lock_args = list(lock_args) if lock_args is not None else None
 
-    def _run(self, args):
-        self.commands.append(" ".join(a for a in args if not a.startswith(self.module.tmpdir)))
-        return self.module.run_command(args)
+    def _run(self, args, data=None):
+        self.commands.append(" ".join(args))
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                pass_fds=(self.lock_fd,) if self.lock_fd is not None else (),
+                env=_env(),
+            )
+            out, err = proc.communicate(data.encode("utf-8") if data is not None else None)
+        except OSError as exc:
+            return 127, "", str(exc)
+        return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
     def save(self):
         rc, out, err = self._run([self.save_path])
@@ -313,60 +546,26 @@ class Iptables(object):
             raise IptablesError("%s failed (rc=%d): %s" % (self.save_path, rc, err.strip()))
         return out
 
-    def _restore_args(self, test=False):
-        args = [self.restore_path, "--noflush"]
+    def _restore_args(self, test=False, noflush=True):
+        args = [self.restore_path]
+        if noflush:
+            args.append("--noflush")
         if self.mode == "legacy":
             # the xtables lock exists only for legacy; nft serialises in the kernel
-            if self.wait > 0:
-                args.append("--wait=%d" % self.wait)
-            if self.wait_interval > 0:
-                args.append("--wait-interval=%d" % self.wait_interval)
+            if self.lock_args is not None:
+                args += self.lock_args
+            else:
+                if self.wait > 0:
+                    args.append("--wait=%d" % self.wait)
+                if self.wait_interval > 0:
+                    args.append("--wait-interval=%d" % self.wait_interval)
         if test:
             args.append("--test")
         return args
 
-    def restore(self, text, test=False):
-        # From a file, as Kuma does: a restore that dies early cannot break a pipe.
-        fd, path = tempfile.mkstemp(prefix="kuma-tproxy-", suffix=".rules", dir=self.module.tmpdir)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            rc, out, err = self._run(self._restore_args(test) + [path])
-        finally:
-            os.unlink(path)
+    def restore(self, text, test=False, noflush=True):
+        rc, out, err = self._run(self._restore_args(test, noflush), data=text)
         if rc != 0:
             raise IptablesError(
                 "%s%s failed (rc=%d): %s" % (self.restore_path, " --test" if test else "", rc, (err or out).strip())
             )
-
-    def apply(self, target, before_tables, extra_owned=None):
-        """Replace Kuma's part with ``target``: validate, apply, retry on failure.
-
-        Before every retry and before giving up, Kuma's part is put back as it
-        was in ``before_tables``, so a failure leaves the host as it found it.
-        """
-        last_error = None
-        current = before_tables  # just read by the caller: no second read on the first try
-        for attempt in range(self.retries + 1):
-            if attempt:
-                current = parse_save(self.save())
-            script = transaction(current, target, extra_owned)
-            if not script:
-                return
-            try:
-                self.restore(script, test=True)
-                self.restore(script)
-                return
-            except IptablesError as exc:
-                last_error = exc
-                self.rollback(before_tables, extra_owned)
-                if attempt < self.retries:
-                    time.sleep(self.sleep)
-        raise last_error
-
-    def rollback(self, before_tables, extra_owned=None):
-        """Put Kuma's part back as it was in ``before_tables`` (foreign rules never moved)."""
-        current = parse_save(self.save())
-        if owned_equal(current, before_tables, extra_owned):
-            return
-        self.restore(transaction(current, target_restoring(before_tables, extra_owned), extra_owned))

@@ -1,7 +1,7 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
 # Copyright: (c) 2026, kuma.mesh maintainers
-# Apache License 2.0 (see LICENSE) / GNU General Public License v3.0+ (see COPYING)
+# Apache License 2.0 (see LICENSE)
 
 from __future__ import absolute_import, division, print_function
 

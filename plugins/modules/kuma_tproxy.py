@@ -28,8 +28,14 @@ description:
     and reports no change. Otherwise it replaces Kuma's part with one validated
     C(iptables-restore --noflush) transaction per family. Rules that are not
     Kuma's (Docker's chains, the user's own) are never part of the transaction.
-  - On any failure Kuma's part is put back as it was, so the host's rules end
-    as they were before the run, and the error says what failed.
+  - Every transaction passes a payload gate before it is applied - it may create, fill or delete only Kuma's
+    chains and rules (in raw, nat and mangle) - and a run holds a host lock (C(/run/kuma-mesh-tproxy.lock))
+    from its first read to its read-back, so runs on one host never interleave.
+  - On any failure after a write, every table the run wrote is restored whole from the snapshot it read at
+    the start (foreign rules and policies included; a table the run created is deleted again; C(::6/128) is
+    taken off again), the result lists what was put back (RV(rolled_back)) and what could not be
+    (RV(rollback_failed)), and the error says what failed. C(changed) then says whether the host still
+    differs from before the run.
   - C(state=absent) removes exactly Kuma's rules and chains (also those written
     by kumactl, in either iptables backend) and leaves every other rule as it was;
     nft tables that only Kuma's rules used are deleted again (with C(nft), when installed).
@@ -44,6 +50,7 @@ author:
 requirements:
   - iptables (nft or legacy; ip6tables for IPv6)
   - iproute2, to add C(::6/128) to the loopback as Kuma does for IPv6
+  - Python 3.8 or newer on the target; the module uses only the standard library (no netaddr)
   - PyYAML on the target only to read O(config_file), or O(config) given as text, in YAML (JSON needs nothing)
 extends_documentation_fragment: []
 attributes:
@@ -90,6 +97,8 @@ options:
       - Absolute path, on the target, of a kumactl transparent-proxy configuration file (YAML or JSON),
         as C(kumactl install transparent-proxy --config-file) takes it. See O(config) for the keys and
         the precedence; O(config) overrides this file.
+      - Read on the target at the start of every run (at most 1 MiB of UTF-8 text); a file that is missing
+        or cannot be read fails the run with nothing changed.
     type: str
   kuma_dp_user:
     description:
@@ -345,6 +354,9 @@ options:
       - Seconds to wait for the xtables lock (legacy backend; nft needs no lock), 0-3600.
       - Passed explicitly as C(--wait=N); V(0) means do not wait - the restore fails at once when another
         program holds the lock (Kuma passes no C(--wait) for 0).
+      - Also bounds the wait for the module's own host lock (C(/run/kuma-mesh-tproxy.lock)), held by another
+        kuma_tproxy run or a restore it started; a run that cannot get it within O(wait) seconds fails with
+        nothing changed.
       - Default V(5).
     type: int
   wait_interval:
@@ -354,7 +366,8 @@ options:
       - Default V(0).
     type: int
   retry:
-    description: Retries of a failed restore; Kuma's part is put back as it was before every retry.
+    description: Retries of a failed restore; the tables a failed restore wrote are restored whole from the
+      run's snapshot before every retry.
     type: dict
     suboptions:
       max_retries:
@@ -501,6 +514,49 @@ ssh_port_excluded:
   returned: when O(state=present)
   type: bool
   sample: true
+ssh_session_found_by:
+  description: How the SSH session was found, V(SSH_CONNECTION) or V(sshd socket) (the local port of the socket
+    of the sshd session process serving this run), or null when the run sees no session.
+  returned: when O(state=present)
+  type: str
+  sample: SSH_CONNECTION
+ssh_ports_kept:
+  description: Ports an earlier run excluded from inbound redirection for an SSH session (ports sshd serves)
+    that stay excluded although this run does not see that session; removed only with O(protect_ssh_session=false).
+  returned: when O(state=present)
+  type: list
+  elements: int
+  sample: [22]
+lock:
+  description: The lock file that keeps kuma_tproxy runs on one host one at a time (held from the first read to
+    the read-back, waited for at most O(wait) seconds).
+  returned: always
+  type: str
+  sample: /run/kuma-mesh-tproxy.lock
+stores_changed:
+  description: The iptables stores (family and backend) whose Kuma part differed and was (or, in check mode, would
+    be) rewritten.
+  returned: with O(backend=iptables), when the options are valid
+  type: list
+  elements: str
+  sample: [ipv4 nft, ipv6 nft]
+rolled_back:
+  description: What a failed run put back, newest first (whole tables from their snapshot, V(::6/128)).
+  returned: when a run failed after writing
+  type: list
+  elements: str
+  sample: ["ipv4 nft tables nat, raw (whole tables, foreign rules included)"]
+rollback_failed:
+  description: What a failed run could not put back, with the reason; empty when the rollback was complete.
+  returned: when a run failed after writing
+  type: list
+  elements: str
+  sample: []
+resolv_conf_restored:
+  description: The resolv.conf put back from the C(resolv.conf.kuma-backup) that kumactl left (uninstall only).
+  returned: when O(state=absent) and kumactl's backup existed
+  type: str
+  sample: /etc/resolv.conf
 commands:
   description: Every process the module started, in order (a no-change run shows only the reads).
   returned: always
@@ -514,7 +570,7 @@ errors:
   elements: str
   sample: ["redirect.inbound.port: 70000 is not a valid port (1-65535)"]
 failed_family:
-  description: The family whose transaction failed (the host was rolled back).
+  description: The family whose transaction failed (see RV(rolled_back) and RV(rollback_failed)).
   returned: when applying failed
   type: str
   sample: ipv6
@@ -573,7 +629,12 @@ from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import ARG
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    module.exit_json(**run(module))
+    outcome = run(module.params, check_mode=module.check_mode, diff_mode=module._diff)
+    for warning in outcome.warnings:
+        module.warn(warning)
+    if outcome.failed:
+        module.fail_json(msg=outcome.failed, **outcome.result)
+    module.exit_json(**outcome.result)
 
 
 if __name__ == "__main__":

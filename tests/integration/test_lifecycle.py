@@ -254,7 +254,8 @@ def test_a_failed_apply_leaves_the_rules_as_they_were(pair, fail_when):
     settings = dict(FULL, retry={"max_retries": 1, "sleep_between_retries": 0})
     result = run_module(host, settings, path_prepend=bindir)
     assert result.get("failed"), result
-    assert "injected failure" in result["msg"] and "left as they were" in result["msg"]
+    assert "injected failure" in result["msg"] and "as they were before this run" in result["msg"], result["msg"]
+    assert result["changed"] is False
     assert all_rules(host) == before
 
 

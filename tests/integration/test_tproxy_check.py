@@ -92,9 +92,9 @@ def test_proves_the_running_proxy_in_check_mode(pair, servers):
 
 
 def test_finds_kuma_dp_traffic_redirected(pair):
-    """Rules written for another user (here root) also redirect kuma-dp's traffic: a loop, and the check says so."""
+    """Rules written for another user (here nobody; root is refused) also redirect kuma-dp's traffic: a loop, and the check says so."""
     route_nowhere(pair)
-    result = run_module(pair.host, {"kuma_dp_user": "0"})
+    result = run_module(pair.host, {"kuma_dp_user": "65534"})
     assert result["changed"], result
     result = check(pair, listener="own", families=["ipv4"], checks=["outbound"], kuma_dp_user="kuma-dp")
     assert result["failed"], result

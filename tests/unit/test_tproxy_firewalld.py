@@ -8,11 +8,14 @@ import os
 import re
 import xml.etree.ElementTree as ET
 
+from types import SimpleNamespace
+
 import pytest
 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_config as config
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld as fwd
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_undo import TproxyFailure
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "kuma-golden", "firewalld")
 
@@ -353,43 +356,29 @@ class Failed(Exception):
     pass
 
 
-class FakeModule(object):
-    def __init__(self, check_mode=False, diff=False):
+class FakeEngine(object):
+    """The part of the engine (tproxy.Engine) the firewalld store uses, on a host without iptables."""
+
+    def __init__(self, params, check_mode=False, diff_mode=False):
+        self.params = params
         self.check_mode = check_mode
-        self._diff = diff
+        self.diff_mode = diff_mode
         self.warnings = []
+        self.facts = SimpleNamespace(uid="5678", dns_servers=(), loopback="lo", passthrough_ipv6=False)
 
     def warn(self, msg):
         self.warnings.append(msg)
 
-    def fail_json(self, **kwargs):
-        raise Failed(kwargs)
-
-    def atomic_move(self, src, dest):
-        os.rename(src, dest)
-
-
-class FakeRun(object):
-    """The part of tproxy.Run the firewalld backend uses, on a host without iptables."""
-
-    def __init__(self, params, module):
-        self.module = module
-        self.params = params
-        self.uid = "5678"
-        self.dns_servers = []
-        self.result = dict(changed=False, rules={}, families=[], commands=[])
-
     def runner(self, mode, family):
         return None
 
-    def commands(self):
-        return []
+    def tables(self, mode, family):
+        return {}
 
-    def fail(self, msg, **extra):
-        self.result.update(extra)
-        self.module.fail_json(msg=msg, **self.result)
+    def remove_kuma(self, mode, family, extra=None):  # pragma: no cover - no iptables here
+        raise AssertionError(mode)
 
-    def ipv6_passthrough_address(self, action):  # pragma: no cover - not reached without IPv6
+    def passthrough(self, action):  # pragma: no cover - not reached without IPv6
         raise AssertionError(action)
 
 
@@ -400,16 +389,16 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setattr(fwd, "direct_xml_path", lambda: str(path))
     monkeypatch.setattr(fwd, "connect", lambda: (None, None))
     monkeypatch.setattr(fwd, "firewalld_process_running", lambda: False)
-    monkeypatch.setattr(fwd.host, "has_inbound_passthrough_ipv6", lambda: False)
 
     def run(state="present", check=False, diff=False, overrides=None):
         params = config.with_defaults(dict(overrides or {}, state=state, kuma_dp_user="kuma-dp", backend="firewalld"))
-        module = FakeModule(check, diff)
-        rs = FakeRun(params, module)
+        engine = FakeEngine(params, check, diff)
         wanted = {"ipv4": ruleset(overrides) if state == "present" else None, "ipv6": None}
-        if state == "present":
-            rs.result["families"].append("ipv4")
-        return fwd.run(rs, wanted), module
+        try:
+            changed, diffs, info = fwd.reconcile(engine, wanted, "nft")
+        except TproxyFailure as exc:
+            raise Failed(dict(exc.fields, msg=exc.msg))
+        return dict(changed=changed, diff=diffs, firewalld=info), engine
 
     return path, run
 

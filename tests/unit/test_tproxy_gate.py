@@ -71,13 +71,14 @@ def saved_tables(text):
     ],
 )
 def test_engine_transactions_over_kumactl_rules_pass(name):
-    """Replacing and removing what kumactl wrote (iptables-save goldens), and the rollback."""
+    """Replacing and removing what kumactl wrote (iptables-save goldens). The engine's
+    rollback is no transaction: it restores the whole tables of its snapshot (foreign
+    rules and policies included), which the gate is not for."""
     with open(os.path.join(GOLDEN, "e2e-iptables-save", name)) as f:
         current = saved_tables(f.read())
     install = ipt.transaction(current, ipt.target_for(ruleset(FULL)))
     remove = ipt.transaction(current, {})
-    rollback = ipt.transaction({}, ipt.target_restoring(current))
-    for text in (install, remove, rollback):
+    for text in (install, remove):
         assert text and gate.check_restore(text) == [], text
 
 

@@ -85,10 +85,66 @@ def test_transaction_deletes_by_spec_and_touches_no_foreign_rule():
     assert lines[0] == "*raw" and "*nat" in lines and lines[-1] == "COMMIT"
     assert all(not line.startswith("-D") or "kuma/mesh/transparent/proxy/" in line for line in lines)
     assert not any("192.0.2.1" in line or "DOCKER" in line for line in lines)
-    assert "-F KUMA_MESH_INBOUND" in lines and "-N KUMA_MESH_INBOUND" not in lines  # chains are reused
-    assert lines.index("-F KUMA_MESH_OUTBOUND") < lines.index(new.restore_text().splitlines()[5])
+    # only the chains that differ are rewritten: the inbound chains are the same
+    assert not any(line.startswith(("-F", "-X", "-N")) for line in lines)  # Kuma's chains did not change
+    # the outbound jump is wanted as it is: it stays where it is, below the foreign rule
+    assert not any("KUMA_MESH_OUTBOUND" in line for line in lines)
     # nothing to do when there is no Kuma part and none is wanted
     assert ipt.transaction(ipt.parse_save("*nat\n%s\nCOMMIT\n" % FOREIGN), {}) == ""
+
+
+def test_nothing_to_do_when_in_sync():
+    rs = ruleset({"redirect": {"dns": {"capture_all": True}}})
+    tables = ipt.parse_save(save_of(rs, foreign_top=[FOREIGN], foreign_bottom=[FOREIGN]))
+    assert ipt.transaction(tables, ipt.target_for(rs)) == ""
+
+
+def test_a_changed_kuma_chain_is_rewritten_alone_and_jumps_keep_their_place():
+    """inbound exclude_ports changed, a foreign rule after Kuma's jump in nat OUTPUT: only
+    KUMA_MESH_INBOUND is flushed and refilled; no -D/-I/-A of PREROUTING or OUTPUT."""
+    old = ruleset()
+    new = ruleset({"redirect": {"inbound": {"exclude_ports": [4444]}}})
+    tables = ipt.parse_save(save_of(old, foreign_bottom=[FOREIGN]))
+    lines = ipt.transaction(tables, ipt.target_for(new)).splitlines()
+    assert lines == ["*nat", "-F KUMA_MESH_INBOUND"] + [
+        "-A KUMA_MESH_INBOUND " + ipt._rest(r.restore(), "KUMA_MESH_INBOUND", 0)
+        for r in new.table("nat").chain("KUMA_MESH_INBOUND").rules
+    ] + ["COMMIT"]
+
+
+def test_rewritten_builtin_rules_go_back_above_the_foreign_ones():
+    """Kuma's appended OUTPUT jump sits above a foreign rule: when it changes (here: it
+    was edited by hand), the wanted one is inserted at the same place, not appended
+    below the foreign rule."""
+    rs = ruleset()
+    text = save_of(rs, foreign_bottom=[FOREIGN])
+    jump = [line for line in text.splitlines() if line.startswith("-A OUTPUT") and "KUMA_MESH_OUTBOUND" in line][0]
+    tables = ipt.parse_save(text.replace(jump, jump.replace("-p tcp", "-p udp")))
+    nat = [p for p in ipt.plan_tables(tables, ipt.target_for(rs)) if p.name == "nat"][0]
+    adds = [line for line in nat.lines if line.startswith(("-A OUTPUT", "-I OUTPUT"))]
+    assert len(adds) == 1 and adds[0].startswith("-I OUTPUT 1 "), nat.lines
+    assert nat.after[-1] == "# ... 1 rule not Kuma's" or "# ... 1 rule not Kuma's" in nat.after
+
+
+def test_position_only_drift_shows_in_the_diff():
+    rs = ruleset({"redirect": {"dns": {"capture_all": True}}})
+    text = save_of(rs)
+    # a foreign rule inserted on top pushes Kuma's inserted rules down
+    text = text.replace("*nat\n", "*nat\n", 1)
+    tables = ipt.parse_save(text)
+    tables["nat"].rules["OUTPUT"].insert(0, FOREIGN)
+    assert not ipt.in_sync(tables, rs)
+    nat = [p for p in ipt.plan_tables(tables, ipt.target_for(rs)) if p.name == "nat"][0]
+    assert nat.changed() and nat.before != nat.after
+    assert "# ... 1 rule not Kuma's" in nat.before
+
+
+def test_filter_table_rules_with_kumas_comment_are_not_kumas():
+    text = '*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp -m comment --comment "kuma/mesh/transparent/proxy/keep ssh" -j ACCEPT\nCOMMIT\n'
+    tables = ipt.parse_save(text)
+    assert ipt.owned_part(tables) == {}
+    assert ipt.in_sync(tables, None)
+    assert ipt.transaction(tables, {}) == ""
 
 
 def test_uninstall_transaction_drops_the_chains():
@@ -99,15 +155,12 @@ def test_uninstall_transaction_drops_the_chains():
     assert "-N " not in script and "-A " not in script and "-I " not in script
 
 
-def test_rollback_puts_rules_back_at_their_old_positions():
-    rs = ruleset({"redirect": {"dns": {"capture_all": True}}})
-    before = ipt.parse_save(save_of(rs, foreign_top=[FOREIGN]))
-    target = ipt.target_restoring(before)
-    _chains, lines = target["nat"]
-    inserts = [line for line in lines if line.startswith("-I OUTPUT")]
-    positions = [int(line.split()[2]) for line in inserts]
-    # two inserted on top; the two appended ones below the foreign rule, at their old numbers
-    assert positions == [1, 2, 4, 5]
+def test_snapshot_restore_text_zeroes_counters_and_empties_new_tables():
+    save = "# x\n*nat\n:PREROUTING ACCEPT [12:720]\n:OUTPUT DROP [3:180]\n-A OUTPUT -j ACCEPT\nCOMMIT\n"
+    text = ipt.snapshot_restore_text(save, ["raw", "nat"])
+    assert text == "*raw\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT DROP [0:0]\n-A OUTPUT -j ACCEPT\nCOMMIT\n"
+    assert ipt.tables_equal(save, save.replace("[12:720]", "[99:1]"), ["nat"])
+    assert not ipt.tables_equal(save, save.replace("-j ACCEPT", "-j RETURN"), ["nat"])
 
 
 def test_uncommented_rules_are_claimed_only_by_exact_match():

@@ -1,0 +1,182 @@
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, kuma.mesh maintainers
+# Apache License 2.0 (see LICENSE)
+"""Everything kuma_tproxy needs to know about the host, read once into an
+immutable value. Reading starts no process (files under /proc, /sys, /etc
+only); everything after ``gather`` is pure and testable without root."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+from collections import namedtuple
+
+from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_host as host
+
+FAMILIES = ("ipv4", "ipv6")
+PREFIX = {"ipv4": "iptables", "ipv6": "ip6tables"}
+_LEGACY_TABLE_NAMES = {"ipv4": "/proc/net/ip_tables_names", "ipv6": "/proc/net/ip6_tables_names"}
+
+Binaries = namedtuple("Binaries", "save restore")
+
+Facts = namedtuple(
+    "Facts",
+    [
+        "uid",  # kuma_dp_user resolved (str), or None
+        "uid_error",  # why it did not resolve, or None
+        "dns_servers",  # tuple of name server addresses of resolv.conf
+        "dns_ignored",  # tuple of nameserver lines that hold no address
+        "resolv_conf_exists",
+        "kuma_backup",  # resolv.conf.kuma-backup path when kumactl left one, else None
+        "loopback",
+        "ssh",  # tproxy_host.SshSession
+        "has_local_ipv6",
+        "passthrough_ipv6",  # ::6 on the loopback now
+        "executables",  # {(mode, family): Binaries}
+        "legacy_in_use",  # {family: bool}
+        "default_mode",  # what the plain `iptables` points to, or None
+        "ip",  # path of `ip`, or None
+        "nft",  # path of `nft`, or None
+        "executable_errors",  # tuple of messages: iptables_executables that are not executable files
+    ],
+)
+
+
+def binaries(mode, family, path_env=None):
+    """(save, restore) of ``mode`` for ``family``, or None when not installed."""
+    found = []
+    for tool in ("save", "restore"):
+        path = host.find_executable("%s-%s-%s" % (PREFIX[family], mode, tool), path_env)
+        if path is None:
+            plain = host.find_executable("%s-%s" % (PREFIX[family], tool), path_env)
+            path = plain if plain and host.executable_mode(plain) == mode else None
+        if path is None:
+            return None
+        found.append(path)
+    return Binaries(*found)
+
+
+# the three executables of a family in iptables_executables
+_GIVEN = {
+    "ipv4": ("iptables", "iptables_save", "iptables_restore"),
+    "ipv6": ("ip6tables", "ip6tables_save", "ip6tables_restore"),
+}
+
+ConfigFile = namedtuple("ConfigFile", "text error")
+
+
+def read_config_file(path, limit):
+    """The text of ``config_file`` on the host (at most ``limit`` bytes), as a
+    ConfigFile; ``error`` names the option and the path when it cannot be read."""
+    try:
+        if not os.path.isfile(path):
+            return ConfigFile(None, "config_file: %r does not exist or is not a regular file" % (path,))
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except (IOError, OSError) as exc:
+        return ConfigFile(None, "config_file: %r cannot be read: %s" % (path, exc.strerror or exc))
+    except (TypeError, ValueError) as exc:
+        return ConfigFile(None, "config_file: %r cannot be read: %s" % (path, exc))
+    if len(data) > limit:
+        return ConfigFile(None, "config_file: %r is larger than %d bytes" % (path, limit))
+    try:
+        return ConfigFile(data.decode("utf-8"), None)
+    except UnicodeDecodeError as exc:
+        return ConfigFile(None, "config_file: %r is not UTF-8 text (%s)" % (path, exc.reason))
+
+
+def given_binaries(params, family):
+    """(mode, Binaries) from iptables_executables for ``family``, or None when not given.
+    The mode is iptables_mode when it names one, else what the iptables executable
+    resolves to (xtables-nft-multi or xtables-legacy-multi), else nft as Kuma assumes."""
+    executables = params.get("iptables_executables") or {}
+    names = _GIVEN[family]
+    if not all(executables.get(n) for n in names):
+        return None
+    mode = params.get("iptables_mode")
+    if mode not in ("nft", "legacy"):
+        mode = None
+        for name in names:
+            mode = host.executable_mode(executables[name])
+            if mode:
+                break
+        mode = mode or "nft"
+    return mode, Binaries(executables[names[1]], executables[names[2]])
+
+
+def legacy_in_use(family):
+    """Legacy tables exist only once something loaded them: without any, there is nothing to read."""
+    try:
+        with open(_LEGACY_TABLE_NAMES[family]) as f:
+            return bool(f.read().strip())
+    except (IOError, OSError):
+        return False
+
+
+def gather(params, with_ssh=True):
+    """The host as this run sees it (one read, before any planning)."""
+    user = host.resolve_kuma_dp_user(params.get("kuma_dp_user"))
+    dns = params["redirect"]["dns"]
+    path = dns["resolv_conf"]
+    servers, ignored, exists = (), (), False
+    try:
+        exists = os.path.isfile(path)
+        if exists:
+            found, bad = host.parse_resolv_conf(_read(path))
+            servers, ignored = tuple(found), tuple(bad)
+    except (IOError, OSError, TypeError, ValueError):
+        exists = False
+    backup = None
+    try:
+        candidate = os.path.join(os.path.dirname(path), "resolv.conf.kuma-backup")
+        backup = candidate if os.path.isfile(candidate) else None
+    except (TypeError, ValueError):
+        backup = None
+    executables = {}
+    given = dict((f, given_binaries(params, f)) for f in FAMILIES)
+    for family in FAMILIES:
+        if given[family] is not None:
+            # iptables_executables: these and no others for this family
+            mode, found = given[family]
+            executables[(mode, family)] = found
+            continue
+        for mode in ("nft", "legacy"):
+            found = binaries(mode, family)
+            if found is not None:
+                executables[(mode, family)] = found
+    plain = (params.get("iptables_executables") or {}).get("iptables") or host.find_executable("iptables")
+    return Facts(
+        uid=user.uid,
+        uid_error=user.error,
+        dns_servers=servers,
+        dns_ignored=ignored,
+        resolv_conf_exists=exists,
+        kuma_backup=backup,
+        loopback=host.loopback_name(),
+        ssh=host.ssh_session() if with_ssh else host.SshSession(),
+        has_local_ipv6=host.has_local_ipv6(),
+        passthrough_ipv6=host.has_inbound_passthrough_ipv6(),
+        executables=executables,
+        legacy_in_use=dict((f, legacy_in_use(f)) for f in FAMILIES),
+        default_mode=(plain and host.executable_mode(plain)) or None,
+        ip=host.find_executable("ip"),
+        nft=host.find_executable("nft"),
+        executable_errors=tuple(_executable_errors(params)),
+    )
+
+
+def _executable_errors(params):
+    out = []
+    executables = params.get("iptables_executables") or {}
+    for family in FAMILIES:
+        for name in _GIVEN[family]:
+            path = executables.get(name)
+            if path and not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                out.append("iptables_executables.%s: %r is not an executable file on the host" % (name, path))
+    return out
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", "replace")
