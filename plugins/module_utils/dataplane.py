@@ -1251,7 +1251,19 @@ def _scalar(value):
     value = to_text(value)
     if _full(_PLAIN, value) and value.lower() not in _YAML_SPECIAL:
         return value
-    return json.dumps(value)
+    # JSON's escapes are YAML's, except that JSON writes a character beyond the
+    # BMP as two surrogate escapes, which YAML readers (Go's, PyYAML) take as two
+    # characters: such characters stay literal (the file is UTF-8), and whatever
+    # YAML does not allow unescaped gets its own \u or \U escape.
+    return "".join(c if _yaml_printable(c) else ("\\u%04x" % ord(c) if ord(c) < 0x10000 else "\\U%08x" % ord(c))
+                   for c in json.dumps(value, ensure_ascii=False))
+
+
+def _yaml_printable(char):
+    code = ord(char)
+    # not NEL, LS and PS (line breaks to YAML 1.1) nor the BOM
+    return (0x20 <= code <= 0x7E or (0xA0 <= code <= 0xD7FF and code not in (0x2028, 0x2029))
+            or (0xE000 <= code <= 0xFFFD and code != 0xFEFF) or 0x10000 <= code <= 0x10FFFF)
 
 
 def _emit(value, indent, lines):

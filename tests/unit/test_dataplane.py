@@ -1141,3 +1141,13 @@ def test_kuma_ipv6_inbounds_and_outbounds_case():
     )
     assert errors(p) == []
     assert dp.parse_ip("0:0:0:0:0:FFFF:C0A8:0001") == dp.parse_ip("192.168.0.1")
+
+
+@pytest.mark.parametrize("text", ["\U00010000", "caf\u00e9 \U0001f600", "a\u2028b", "x\x85y", "\ufeffbom", "tab\there"])
+def test_strings_beyond_ascii_read_back_as_written(text):
+    """JSON writes a character beyond the BMP as two surrogate escapes, which YAML
+    readers take as two characters (found by the property test); YAML 1.1 line
+    breaks and the BOM are escaped."""
+    line = "name: " + dp._scalar(text)
+    assert yaml.safe_load(line) == {"name": text}
+    assert "\u2028" not in line and "\x85" not in line and "\ufeff" not in line
