@@ -1,5 +1,5 @@
 """kuma_tproxy_check's logic: input, the probes' parts on the loopback. The proof against real rules is
-tests/integration/test_tproxy_check.py (root, network namespaces)."""
+tests/integration/test_tproxy_check_netns.py (root, network namespaces)."""
 
 import os
 import pwd
