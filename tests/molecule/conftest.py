@@ -87,7 +87,7 @@ def pytest_collection_finish(session):
         return
     found.sort(key=lambda entry: -entry[0](entry[1].name))
     jobs.POOL = jobs.Pool(slots(), gate=images_built)
-    jobs.POOL.start([job for _, job in found])
+    jobs.POOL.start([job for _expected, job in found])
     jobs.ANNOUNCE = functools.partial(announce, config)
     reporter = config.pluginmanager.getplugin("terminalreporter")
     if reporter is not None:

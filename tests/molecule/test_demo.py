@@ -110,8 +110,8 @@ def check_hosts(output):
         # the running processes, read from /proc, are kuma-dp's uid: kuma-dp and its Envoy
         processes = re.findall(r"(?m)^  process \d+ runs as uid (\d+) \((\S*)\): (.*)$", section)
         assert len(processes) >= 2, section
-        assert all(user == "kuma-dp" and uid != "0" for uid, user, _ in processes), section
-        assert any("envoy" in cmd for _, _, cmd in processes), section
+        assert all(user == "kuma-dp" and uid != "0" for uid, user, _command in processes), section
+        assert any("envoy" in cmd for _uid, _user, cmd in processes), section
         # the application's own user, its connection answered by the peer through the proxy
         assert re.search(r"the application, as demo-app \(uid [1-9]\d*\), connects to 192\.0\.2\.2:8080 "
                          r"and gets: peer:8080", section), section

@@ -39,7 +39,7 @@ def test_a_free_slot_takes_the_next_job_and_no_more_than_slots_run(tmp_path):
     # one after another instead of waiting behind "long"
     assert starts["c"][0] - begin < 1.4
     spans = sorted((job.started, job.ended) for job in done)
-    for start, _ in spans:
+    for start, _end in spans:
         assert sum(1 for s, e in spans if s <= start < e) <= 2, spans
     assert pool.finished.qsize() == 4
 
@@ -61,7 +61,7 @@ def test_a_timeout_kills_the_whole_process_group(tmp_path):
         with pytest.raises(jobs.TimedOut, match="timed out after 1 s"):
             jobs.run_logged(["sh", "-c", script], log, dict(os.environ), 1)
     child = int(pid_file.read_text())
-    for _ in range(50):
+    for _attempt in range(50):
         try:
             os.kill(child, 0)
         except ProcessLookupError:
