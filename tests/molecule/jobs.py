@@ -90,6 +90,7 @@ class Pool:
             return self._gate_result
 
     def _worker(self):
+        _CURRENT.pool = self  # run_logged files this job's processes under this pool
         while not self._stopping.is_set():
             try:
                 job = self._todo.get_nowait()
@@ -107,8 +108,9 @@ class Pool:
         """No new jobs; the running ones are killed by their processes' owners
         (run_logged) when `stopping` is set."""
         self._stopping.set()
-        for proc in list(RUNNING):
-            kill_group(proc)
+        for proc, pool in list(RUNNING.items()):
+            if pool is self:  # another pool's jobs (the session's, while a test tries a pool) go on
+                kill_group(proc)
         for thread in self._threads:
             thread.join(timeout=60)
 
@@ -119,7 +121,8 @@ class Pool:
 
 POOL = None  # set by tests/molecule/conftest.py when the slow tests run in the background
 ANNOUNCE = None  # conftest.py's printer of finished jobs, called from pytest's thread
-RUNNING = set()  # the subprocesses jobs are running now
+RUNNING = {}  # the subprocesses jobs are running now -> the pool whose job started it (or None)
+_CURRENT = threading.local()  # .pool: the pool a worker thread runs jobs for
 
 
 def wait(job, pool=None):
@@ -167,14 +170,15 @@ def run_logged(cmd, log, env, timeout, cwd=ROOT):
     log.flush()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    RUNNING.add(proc)
+    pool = getattr(_CURRENT, "pool", None) or POOL
+    RUNNING[proc] = pool
     deadline = time.monotonic() + timeout
     try:
         while True:
             try:
                 return proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                if POOL is not None and POOL.stopping:
+                if pool is not None and pool.stopping:
                     kill_group(proc, grace=5)
                     raise TimedOut(f"stopped with the test session: {' '.join(cmd)}")
                 if time.monotonic() > deadline:
@@ -185,7 +189,7 @@ def run_logged(cmd, log, env, timeout, cwd=ROOT):
             kill_group(proc, grace=5)
         raise
     finally:
-        RUNNING.discard(proc)
+        RUNNING.pop(proc, None)
 
 
 def relative(path):

@@ -76,3 +76,26 @@ def test_without_a_pool_wait_runs_the_job_there(tmp_path):
     job = jobs.wait(jobs.Job("solo", str(tmp_path / "solo.log"), lambda log: {"ok": True, "n": 1}))
     assert job.result == {"ok": True, "n": 1}
     assert job.seconds >= 0
+
+
+def test_stopping_a_pool_leaves_another_pools_processes_alone(tmp_path):
+    """A pool tried by a test while the session's pool runs the scenarios must
+    not kill the scenarios (it did: stop() killed every job's process)."""
+    def long_job(log):
+        return {"rc": jobs.run_logged(["sleep", "3"], log, dict(os.environ), 30)}
+
+    def short_job(log):
+        return {"rc": jobs.run_logged(["sleep", "0.2"], log, dict(os.environ), 30)}
+
+    outer = jobs.Pool(1)
+    inner = jobs.Pool(1)
+    kept = jobs.Job("kept", str(tmp_path / "kept.log"), long_job)
+    outer.start([kept])
+    time.sleep(0.5)  # the outer job's sleep is running
+    quick = jobs.Job("quick", str(tmp_path / "quick.log"), short_job)
+    inner.start([quick])
+    jobs.wait(quick, inner)
+    inner.stop()
+    jobs.wait(kept, outer)
+    outer.stop()
+    assert kept.error is None and kept.result == {"rc": 0}, (kept.error, kept.result)
