@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 ---
 module: kuma_dp_host
 short_description: The host side of a kuma-dp host (user, files, binaries, unit) compared and converged in one call
-version_added: "0.2.0"
+version_added: "0.1.0"
 description:
   - Reads in one pass what the P(kuma.mesh.dataplane#role) role manages on a host - the kuma-dp system
     user and group, the configuration directory with the dataplane token, the CA certificate, the
