@@ -7,7 +7,7 @@ for this Python only and for the tests given (scripts/test-matrix).
 ansible-test bootstraps pip in its sanity venvs with a get-pip.py it downloads
 from a host these machines cannot reach: a stand-in gives them the pip that
 ensurepip bundles (the packages themselves still come from the package index),
-as tests/sanity/test_sanity.py does for the full run.
+for this script and for tests/sanity/test_sanity.py (the full run).
 """
 
 import os
@@ -49,9 +49,12 @@ def tracked_files():
     return [f for f in out.splitlines() if os.path.isfile(os.path.join(ROOT, f))]
 
 
-def main(tests):
+def run(tests, **kwargs):
+    """ansible-test sanity for this Python on a copy of the checkout: the tests
+    given, or every test when none is; kwargs go to subprocess.run (the
+    CompletedProcess is returned). tests/sanity/test_sanity.py runs all."""
     write_get_pip_standin()
-    work = tempfile.mkdtemp(prefix="kuma-mesh-matrix-sanity-")
+    work = tempfile.mkdtemp(prefix="kuma-mesh-sanity-")
     try:
         dest = os.path.join(work, "ansible_collections", "kuma", "mesh")
         for rel in tracked_files():
@@ -65,10 +68,10 @@ def main(tests):
         for test in tests:
             cmd += ["--test", test]
         print("$ " + " ".join(cmd), flush=True)
-        return subprocess.call(cmd, cwd=dest)
+        return subprocess.run(cmd, cwd=dest, check=False, **kwargs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or ["compile", "import", "validate-modules", "yamllint"]))
+    sys.exit(run(sys.argv[1:] or ["compile", "import", "validate-modules", "yamllint"]).returncode)
