@@ -1,4 +1,4 @@
-"""ansible-test sanity and ansible-lint (production profile), run as tests so CI counts them."""
+"""ansible-test sanity, ansible-test units and ansible-lint (production profile), run as tests so CI counts them."""
 
 import os
 import subprocess
@@ -11,9 +11,9 @@ BIN = os.path.dirname(sys.executable)
 OUTPUT = os.path.join(ROOT, "tests", "output")
 
 # The copy of the checkout, the get-pip.py stand-in and the command are the
-# matrix's (tests/matrix/ansible_test_sanity.py): one way to run ansible-test.
+# matrix's (tests/matrix/run_ansible_test.py): one way to run ansible-test.
 sys.path.insert(0, os.path.join(ROOT, "tests", "matrix"))
-import ansible_test_sanity  # noqa: E402  pylint: disable=wrong-import-position
+import run_ansible_test  # noqa: E402  pylint: disable=wrong-import-position
 
 pytestmark = pytest.mark.sanity
 
@@ -28,8 +28,16 @@ def report(name, proc):
 
 
 def test_ansible_test_sanity():
-    proc = ansible_test_sanity.run([], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    proc = run_ansible_test.run([], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     assert proc.returncode == 0, report("ansible-test-sanity", proc)
+
+
+def test_ansible_test_units():
+    """The plugins' unit tests as a collection's users and Galaxy's tooling run them:
+    ansible-test units from an installed collection path (pytest runs them too)."""
+    proc = run_ansible_test.units(["tests/unit/plugins/"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  universal_newlines=True)
+    assert proc.returncode == 0, report("ansible-test-units", proc)
 
 
 def test_ansible_lint_production_profile():

@@ -4,7 +4,7 @@ import os
 
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ansible_collections.kuma.mesh.tests.unit.paths import ROOT
 
 
 def plays(name):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from ansible.parsing.splitter import parse_kv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ansible_collections.kuma.mesh.tests.unit.paths import ROOT
 FREE_FORM_MODULES = {"shell", "command", "raw", "script"}
 SKIP_DIRS = {".venv", ".cache", "tests/output", "bench/results"}
 

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ansible_collections.kuma.mesh.tests.unit.paths import ROOT
 DOC = os.path.join(ROOT, "docs", "kuma-parity.md")
 MODULES = ("kuma_tproxy_check", "kuma_tproxy", "kuma_dataplane")  # longest prefix first
 TABLE_MODULES = ("kuma_tproxy", "kuma_dataplane")  # every top-level option of these must be in a table

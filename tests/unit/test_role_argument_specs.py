@@ -5,7 +5,7 @@ import os
 import pytest
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ansible_collections.kuma.mesh.tests.unit.paths import ROOT
 ROLES = sorted(d for d in os.listdir(os.path.join(ROOT, "roles"))
                if os.path.isfile(os.path.join(ROOT, "roles", d, "meta", "argument_specs.yml")))
 TYPES = {"str": str, "int": int, "bool": bool, "dict": dict, "list": list, "path": str}

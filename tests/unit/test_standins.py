@@ -29,7 +29,7 @@ import uuid
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ansible_collections.kuma.mesh.tests.unit.paths import ROOT
 STANDINS = os.path.join(ROOT, "tests", "standins")
 SYSTEM_PYTHON = "/usr/bin/python3"
 KUMA_DP_UID = 5678

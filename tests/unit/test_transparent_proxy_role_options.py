@@ -8,8 +8,9 @@ import yaml
 
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import ARGUMENT_SPEC
 
-ROLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                    "roles", "transparent_proxy")
+from ansible_collections.kuma.mesh.tests.unit.paths import ROOT
+
+ROLE = os.path.join(ROOT, "roles", "transparent_proxy")
 ROLE_OWN = {"state", "backend"}
 
 

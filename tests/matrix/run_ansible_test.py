@@ -1,8 +1,10 @@
-"""Runs `ansible-test sanity` with the ansible-core of the Python running this
-script, on a copy of the checkout laid out as ansible_collections/kuma/mesh,
-for this Python only and for the tests given (scripts/test-matrix).
+"""Runs `ansible-test sanity` or `ansible-test units` with the ansible-core of
+the Python running this script, on a copy of the checkout laid out as
+ansible_collections/kuma/mesh (an installed collection path), for this Python
+only (scripts/test-matrix, tests/sanity/test_sanity.py).
 
-    python tests/matrix/ansible_test_sanity.py compile import validate-modules yamllint
+    python tests/matrix/run_ansible_test.py sanity compile import validate-modules yamllint
+    python tests/matrix/run_ansible_test.py units tests/unit/plugins
 
 ansible-test bootstraps pip in its sanity venvs with a get-pip.py it downloads
 from a host these machines cannot reach: a stand-in gives them the pip that
@@ -20,7 +22,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 
-GET_PIP_STANDIN = '''# Stand-in for get-pip.py, written by kuma.mesh's tests/matrix/ansible_test_sanity.py.
+GET_PIP_STANDIN = '''# Stand-in for get-pip.py, written by kuma.mesh's tests/matrix/run_ansible_test.py.
 import ensurepip, subprocess, sys
 ensurepip.bootstrap(upgrade=True)
 args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel") and not a.startswith("pip==")]
@@ -50,28 +52,51 @@ def tracked_files():
 
 
 def run(tests, **kwargs):
-    """ansible-test sanity for this Python on a copy of the checkout: the tests
-    given, or every test when none is; kwargs go to subprocess.run (the
-    CompletedProcess is returned). tests/sanity/test_sanity.py runs all."""
+    """ansible-test sanity for this Python: the tests given, or every test when
+    none is; kwargs go to subprocess.run (the CompletedProcess is returned).
+    tests/sanity/test_sanity.py runs all."""
+    args = ["sanity", "--requirements"]
+    for test in tests:
+        args += ["--test", test]
+    return run_ansible_test(args, **kwargs)
+
+
+def units(paths, **kwargs):
+    """ansible-test units for this Python on the test files or folders given
+    (relative to the collection), from the installed collection path."""
+    return run_ansible_test(["units"] + list(paths), **kwargs)
+
+
+def run_ansible_test(args, **kwargs):
+    """ansible-test <args> --local for this Python, in a copy of the checkout
+    at <tmp>/ansible_collections/kuma/mesh; Kuma's golden rule sets are linked
+    beside it as ../shared is beside the checkout (tests/unit/paths.py)."""
     write_get_pip_standin()
-    work = tempfile.mkdtemp(prefix="kuma-mesh-sanity-")
+    work = tempfile.mkdtemp(prefix="kuma-mesh-ansible-test-")
     try:
         dest = os.path.join(work, "ansible_collections", "kuma", "mesh")
         for rel in tracked_files():
             target = os.path.join(dest, rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copy2(os.path.join(ROOT, rel), target)
+        shared = os.path.join(os.path.dirname(ROOT), "shared")
+        if os.path.isdir(shared):
+            os.symlink(shared, os.path.join(os.path.dirname(dest), "shared"))
         subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
         subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-        cmd = [os.path.join(BIN, "ansible-test"), "sanity", "--local", "--python", "%d.%d" % sys.version_info[:2],
-               "--requirements", "--color", "no"]
-        for test in tests:
-            cmd += ["--test", test]
+        cmd = [os.path.join(BIN, "ansible-test"), args[0], "--local", "--python", "%d.%d" % sys.version_info[:2],
+               "--color", "no"] + args[1:]
         print("$ " + " ".join(cmd), flush=True)
         return subprocess.run(cmd, cwd=dest, check=False, **kwargs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+USAGE = "usage: run_ansible_test.py sanity [TEST...] | units [PATH...]"
+
 if __name__ == "__main__":
-    sys.exit(run(sys.argv[1:] or ["compile", "import", "validate-modules", "yamllint"]).returncode)
+    if len(sys.argv) < 2 or sys.argv[1] not in ("sanity", "units"):
+        sys.exit(USAGE)
+    if sys.argv[1] == "sanity":
+        sys.exit(run(sys.argv[2:] or ["compile", "import", "validate-modules", "yamllint"]).returncode)
+    sys.exit(units(sys.argv[2:] or ["tests/unit/plugins"]).returncode)

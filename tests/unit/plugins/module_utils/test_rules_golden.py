@@ -16,7 +16,7 @@ import pytest
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_config as config
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "kuma-golden")
+from ansible_collections.kuma.mesh.tests.unit.paths import GOLDEN
 
 if not os.path.isdir(GOLDEN):  # pragma: no cover
     if os.environ.get("CI"):

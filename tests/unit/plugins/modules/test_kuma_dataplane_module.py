@@ -16,7 +16,7 @@ from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.kuma.mesh.plugins.modules import kuma_dataplane
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ansible_collections.kuma.mesh.tests.unit.paths import ROOT
 OLD = 1000000000  # a past mtime, so any rewrite shows
 
 
@@ -213,19 +213,27 @@ def test_warnings_are_passed_on(capsys, dest):
     assert "Kuma 3.x generates no MeshService" in json.dumps(result["warnings"])
 
 
-def test_through_ansible(tmp_path):
-    """The real thing: the module shipped by AnsiballZ, module_utils imported from the collection."""
+def ansible_env(tmp_path, python):
+    """The environment of an `ansible` ad-hoc run of the module from this checkout, on `python`.
+    Without PYTHONPATH: under ansible-test units it holds a module test's restricted view of ansible."""
     collections = tmp_path / "collections"
     (collections / "ansible_collections" / "kuma").mkdir(parents=True)
     (collections / "ansible_collections" / "kuma" / "mesh").symlink_to(ROOT)
-    dest = tmp_path / "dataplane.yaml"
     env = dict(
         os.environ,
         ANSIBLE_COLLECTIONS_PATH=str(collections),
-        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        ANSIBLE_PYTHON_INTERPRETER=python,
         ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
         ANSIBLE_NOCOLOR="1",
     )
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def test_through_ansible(tmp_path):
+    """The real thing: the module shipped by AnsiballZ, module_utils imported from the collection."""
+    dest = tmp_path / "dataplane.yaml"
+    env = ansible_env(tmp_path, sys.executable)
     ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
     module_args = json.dumps(args_for(dest, kuma_version="3.0.0", labels={"kuma.io/workload": "web"},
                                       inbounds=[dict(port=8080, name="http", protocol="http")]))
@@ -353,7 +361,10 @@ def test_every_example_is_valid():
 def oldest_target_python():
     """The oldest target Python the running ansible-core still supports: 3.8
     up to 2.19, 3.9 from 2.20 on (the collection's modules run on both)."""
-    from ansible.release import __version__ as core  # pylint: disable=import-outside-toplevel
+    # (the distribution's metadata: ansible-test units lets a module's test import no more of ansible than module_utils)
+    from importlib.metadata import version  # pylint: disable=import-outside-toplevel
+
+    core = version("ansible-core")
 
     major_minor = tuple(int(part) for part in core.split(".")[:2])
     return os.path.expanduser("~/.pyenv/versions/%s/bin/python" % ("3.8.18" if major_minor < (2, 20) else "3.9.18"))
@@ -366,17 +377,8 @@ PY_OLDEST = oldest_target_python()
 def test_runs_on_the_oldest_target_python_without_netaddr(tmp_path):
     """The oldest target Python: the module runs through Ansible there, with the standard library only."""
     probe = subprocess.run([PY_OLDEST, "-c", "import netaddr"], stderr=subprocess.PIPE, check=False)
-    collections = tmp_path / "collections"
-    (collections / "ansible_collections" / "kuma").mkdir(parents=True)
-    (collections / "ansible_collections" / "kuma" / "mesh").symlink_to(ROOT)
     dest = tmp_path / "dataplane.yaml"
-    env = dict(
-        os.environ,
-        ANSIBLE_COLLECTIONS_PATH=str(collections),
-        ANSIBLE_PYTHON_INTERPRETER=PY_OLDEST,
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
-        ANSIBLE_NOCOLOR="1",
-    )
+    env = ansible_env(tmp_path, PY_OLDEST)
     ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
     module_args = json.dumps(args_for(dest, **dict(UNIVERSAL_2X, address="::ffff:10.0.0.10")))
     cmd = [ansible, "localhost", "-c", "local", "-i", "localhost,", "-m", "kuma.mesh.kuma_dataplane", "-a", module_args]

@@ -9,7 +9,8 @@ from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_gate as ga
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_iptables as ipt
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "kuma-golden")
+from ansible_collections.kuma.mesh.tests.unit.paths import GOLDEN
+
 needs_golden = pytest.mark.skipif(not os.path.isdir(GOLDEN), reason="Kuma's golden files are not beside this checkout")
 
 FULL = {

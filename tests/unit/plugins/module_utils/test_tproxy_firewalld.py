@@ -17,7 +17,9 @@ from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_undo import TproxyFailure
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "kuma-golden", "firewalld")
+from ansible_collections.kuma.mesh.tests.unit.paths import GOLDEN as KUMA_GOLDEN
+
+GOLDEN = os.path.join(KUMA_GOLDEN, "firewalld")
 
 FOREIGN_XML = """<?xml version="1.0" encoding="utf-8"?>
 <!-- kept: a comment, odd spacing, a passthrough and rules of other tools -->
