@@ -20,6 +20,8 @@ __metaclass__ = type
 import copy
 import re
 
+from ansible_collections.kuma.mesh.plugins.plugin_utils.dp_archive import sha256_from_checksum_file
+
 try:
     from ansible.errors import AnsibleFilterError
 except ImportError:  # pragma: no cover
@@ -28,7 +30,6 @@ except ImportError:  # pragma: no cover
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$")
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 SAFE_ARG_RE = re.compile(r"^[A-Za-z0-9_=:/.,@+-]+$")
 
 # The settings of kuma_dp_tproxy the role has defaults for (different from
@@ -201,26 +202,9 @@ def dp_input_errors(v):
 
 
 def dp_sha256_from_file(text, names):
-    """The sha256 of the archive from a checksum file's text, '' when it has none.
-
-    Lines are "<hex>  <name>" (sha256sum, or "<hex> *<name>" in binary mode) and
-    the one naming one of ``names`` counts; a file of a single line with a lone
-    "<hex>" is taken as the archive's.
-    """
-    if not text:
-        return ""
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    names = [str(n) for n in (names if isinstance(names, (list, tuple)) else [names])]
-    for line in lines:
-        fields = line.split()
-        candidate = fields[0].lower()
-        if not HEX64_RE.match(candidate):
-            continue
-        if len(fields) == 1 and len(lines) == 1:
-            return candidate
-        if len(fields) == 2 and fields[1].lstrip("*") in names:
-            return candidate
-    return ""
+    """The sha256 of the archive from a checksum file's text, '' when it has none
+    (the action plugin of kuma_dp_host reads checksum files the same way)."""
+    return sha256_from_checksum_file(text, names)
 
 
 def dp_local_archive_problems(results):

@@ -63,7 +63,7 @@ Spec = collections.namedtuple(
         "config_dir", "token", "ca_cert", "environment", "tproxy_config",
         "unit_path", "unit_content", "unit_name",
         "install_dir", "version", "binaries", "archive_top", "archive_sha256", "archive_path",
-        "readiness_url", "refuse_local_cp", "after_firewalld",
+        "readiness_url", "refuse_local_cp", "after_firewalld", "state", "remove_user",
     ],
 )
 
@@ -74,7 +74,7 @@ HostState = collections.namedtuple(
     "HostState",
     [
         "account", "group", "uid_owner", "gid_owner", "app_uids",
-        "files", "marker", "binaries_ok", "link", "old_versions",
+        "files", "marker", "binaries_ok", "link", "old_versions", "installed_versions", "install_entries",
         "unit_active", "unit_enabled", "local_cp", "firewalld_enabled",
     ],
 )
@@ -117,7 +117,7 @@ def validate(spec):
                 errors.append("environment: the value of %s has a control character (%r)" % (name, str(value)))
     if spec.unit_content is not None and "\x00" in spec.unit_content:
         errors.append("unit_content: has a NUL character")
-    if not VERSION_RE.match(spec.version or ""):
+    if spec.state == "present" and not VERSION_RE.match(spec.version or ""):
         errors.append("version: %r does not look like 2.14.3 or 3.0.0" % (spec.version,))
     if spec.archive_sha256 and not SHA256_RE.match(spec.archive_sha256):
         errors.append("archive_sha256: %r is not 64 lower-case hex digits" % (spec.archive_sha256,))
@@ -326,20 +326,23 @@ def gather(spec, run_command):
         link = os.readlink(p["current"])
     except OSError:
         link = None
-    old = []
+    installed = []
     try:
-        for entry in sorted(os.listdir(spec.install_dir)):
-            candidate = os.path.join(spec.install_dir, entry)
-            if entry != spec.version and not os.path.islink(candidate) and os.path.isfile(os.path.join(candidate, MARKER)):
-                old.append(candidate)
+        entries = tuple(sorted(os.listdir(spec.install_dir)))
     except OSError:
-        pass
+        entries = ()
+    for entry in entries:
+        candidate = os.path.join(spec.install_dir, entry)
+        if not os.path.islink(candidate) and os.path.isfile(os.path.join(candidate, MARKER)):
+            installed.append(candidate)
+    old = [d for d in installed if os.path.basename(d) != spec.version]
     active, enabled, firewalld_enabled = _systemd_state(run_command, spec.unit_name)
     return HostState(
         account=account, group=group,
         uid_owner=_uid_owner(spec.uid), gid_owner=_gid_owner(spec.gid),
         app_uids=app_uids, files=files, marker=marker, binaries_ok=binaries_ok, link=link,
-        old_versions=tuple(old), unit_active=active, unit_enabled=enabled, firewalld_enabled=firewalld_enabled,
+        old_versions=tuple(old), installed_versions=tuple(installed),
+        install_entries=entries, unit_active=active, unit_enabled=enabled, firewalld_enabled=firewalld_enabled,
         local_cp=tuple(_local_cp()) if spec.refuse_local_cp else (),
     )
 
@@ -488,6 +491,55 @@ def plan(spec, host):
     return Plan(tuple(steps), changes, diffs, archive_needed, restart, warnings)
 
 
+def plan_absent(spec, host):
+    """The steps that take kuma-dp off the host: the service, the unit, the configuration
+    directory, the versions the module installed (marked), the stable link, the install
+    directory when nothing else is in it, and with remove_user the account and group -
+    only when they are the system account the module creates."""
+    errors, steps, diffs = [], [], []
+    p = paths(spec)
+    if host.unit_active in ("active", "activating", "reloading", "deactivating") or host.unit_enabled in (
+            "enabled", "enabled-runtime", "linked"):
+        steps.append(Step("service", "stop", spec.unit_name, None))
+    if host.files["unit"].exists:
+        steps.append(Step("unit", "remove", spec.unit_path, None))
+        steps.append(Step("unit", "daemon-reload", None, None))
+        diffs.append(_diff(spec.unit_path, host.files["unit"], None, False))
+    if host.files["config_dir"].exists:
+        steps.append(Step("config", "rmtree", spec.config_dir, None))
+        diffs.append({"before_header": spec.config_dir, "after_header": spec.config_dir,
+                      "before": "(directory)\n", "after": ""})
+    if host.link is not None:
+        steps.append(Step("binaries", "remove", p["current"], None))
+    for version_dir in host.installed_versions:
+        steps.append(Step("binaries", "rmtree", version_dir, None))
+        diffs.append({"before_header": version_dir, "after_header": version_dir, "before": "(directory)\n",
+                      "after": ""})
+    removed = set(os.path.basename(d) for d in host.installed_versions) | ({"current"} if host.link is not None else set())
+    if host.files["install_dir"].exists and not set(host.install_entries) - removed:
+        steps.append(Step("binaries", "rmdir", spec.install_dir, None))
+    if spec.remove_user:
+        acc = host.account
+        if acc is not None:
+            if not (acc.uid == spec.uid and acc.home == NOHOME and acc.shell == NOLOGIN):
+                errors.append(
+                    "remove_user: %s (uid %d, home %s, shell %s) is not the system account the role creates "
+                    "(uid %d, home %s, shell %s); it is left alone. Remove it yourself if you mean to"
+                    % (acc.name, acc.uid, acc.home, acc.shell, spec.uid, NOHOME, NOLOGIN))
+            else:
+                steps.append(Step("user", "userdel", spec.user, None))
+        if host.group is not None and host.group.gid == spec.gid and not [m for m in host.group.members
+                                                                         if m != spec.user]:
+            steps.append(Step("user", "groupdel", spec.group, None))
+    if errors:
+        raise HostError(errors)
+    changes = []
+    for step in steps:
+        if step.label not in changes:
+            changes.append(step.label)
+    return Plan(tuple(steps), changes, diffs, False, False, [])
+
+
 # ------------------------------------------------------------------- apply --
 def _write_atomic(path, content, uid, gid, mode):
     directory = os.path.dirname(path)
@@ -610,6 +662,16 @@ def apply(spec, the_plan, run_command):
             os.rename(tmp, step.path)
         elif step.kind == "daemon-reload":
             run(["systemctl", "daemon-reload"])
+        elif step.kind == "stop":
+            run(["systemctl", "disable", "--now", step.path])
+        elif step.kind == "rmtree":
+            shutil.rmtree(step.path)
+        elif step.kind == "rmdir":
+            os.rmdir(step.path)
+        elif step.kind == "userdel":
+            run(["userdel", step.path])
+        elif step.kind == "groupdel":
+            run(["groupdel", step.path])
         elif step.kind == "enable":
             run(["systemctl", "enable", step.path])
     return p

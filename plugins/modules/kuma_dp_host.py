@@ -26,10 +26,25 @@ description:
     the version is not installed yet), only as regular files; a symbolic link, hard link or device
     member is refused with its name.
   - Refuses, when O(refuse_local_cp) is set, to run on a host where a C(kuma-cp) process runs.
+  - O(state=absent) takes kuma-dp off the host in the same single call - stops and disables the unit,
+    removes it (and reloads systemd), the configuration directory, every version directory the module
+    installed (those with its marker), the stable link, the install directory when nothing else is in it,
+    and with O(remove_user) the account and its group, only when they are the system account the module
+    creates (another account is refused, with its uid, home and shell). A second run finds nothing and
+    reports no change.
   - Used by the P(kuma.mesh.dataplane#role) role; the options mirror its variables.
 author:
   - kuma.mesh maintainers (@kuma-mesh)
 options:
+  state:
+    description: V(present) converges the host side of kuma-dp; V(absent) takes it off the host.
+    type: str
+    choices: [present, absent]
+    default: present
+  remove_user:
+    description: With O(state=absent), also remove the kuma-dp account and its group (only the system account the module creates).
+    type: bool
+    default: false
   user:
     description: The system user kuma-dp runs as (C(kuma_dp_user)).
     type: str
@@ -92,18 +107,16 @@ options:
     type: path
     required: true
   version:
-    description: The Kuma release to install and point C(current) at.
+    description: The Kuma release to install and point C(current) at. Required with O(state=present).
     type: str
-    required: true
   binaries:
-    description: The binaries of the release to install from C(<archive_top>/bin/).
+    description: The binaries of the release to install from C(<archive_top>/bin/). Required with O(state=present).
     type: list
     elements: str
-    required: true
+    default: []
   archive_top:
-    description: Top directory of the archive's members.
+    description: Top directory of the archive's members. Required with O(state=present).
     type: str
-    required: true
   archive_sha256:
     description: The archive's sha256; the archive is refused when it differs.
     type: str
@@ -114,6 +127,46 @@ options:
   archive_src:
     description: The release archive on the controller, sent to the host only when the version is not installed.
     type: path
+  archive:
+    description:
+      - Where the release archive comes from, handled on the controller by the action plugin (the role passes it).
+      - The sha256 the archive must have is worked out first, on every run - O(archive.checksum), or the
+        archive's line in its checksum file (downloaded once into the cache as C(<path>.sha256), or read beside
+        a local archive) - and passed as O(archive_sha256).
+      - Only when the host does not have the release yet is the archive fetched into the cache (or the local
+        archive taken) and verified, in check mode too, then sent to the host. A cached archive whose sha256
+        differs is downloaded again; a download that does not verify is not kept; a local archive that does
+        not verify is refused.
+      - Downloads into one cache are serialized by a lock on C(<path>.lock), so the forks of a run, runs with
+        the free strategy and concurrent playbooks download an archive once.
+      - Sets O(archive_src) to O(archive.path).
+    type: dict
+    suboptions:
+      name:
+        description: The archive's file name, as its checksum file names it.
+        type: str
+        required: true
+      path:
+        description: The archive on the controller - the cached download or the local archive.
+        type: path
+        required: true
+      url:
+        description: Where to download it from (not needed when O(archive.local)).
+        type: str
+      checksum_url:
+        description: Where to download its checksum file from; default O(archive.url) with C(.sha256) added.
+        type: str
+      checksum:
+        description: Its sha256 (64 hex digits, optionally after C(sha256:)); the checksum file is then not used.
+        type: str
+      local:
+        description: O(archive.path) is a local archive of an air-gapped site; nothing is downloaded.
+        type: bool
+        default: false
+      timeout:
+        description: Timeout of each download, in seconds.
+        type: int
+        default: 60
   readiness_url:
     description: kuma-dp's readiness endpoint, asked when the unit is active and nothing is to restart.
     type: str
@@ -160,6 +213,33 @@ EXAMPLES = r"""
     archive_top: kuma-2.14.3
     archive_src: /var/cache/kuma/kuma-2.14.3-linux-amd64.tar.gz
   register: host
+
+- name: The same, the archive downloaded on the controller only when the host needs it
+  kuma.mesh.kuma_dp_host:
+    user: kuma-dp
+    group: kuma-dp
+    uid: 5678
+    gid: 5678
+    config_dir: /etc/kuma-dp
+    install_dir: /opt/kuma
+    version: 2.14.3
+    binaries: [kuma-dp, envoy, coredns]
+    archive_top: kuma-2.14.3
+    archive:
+      name: kuma-2.14.3-linux-amd64.tar.gz
+      url: https://packages.konghq.com/public/kuma-binaries-release/raw/names/kuma-linux-amd64/versions/2.14.3/kuma-2.14.3-linux-amd64.tar.gz
+      path: ~/.cache/kuma-mesh/kuma-2.14.3-linux-amd64.tar.gz
+
+- name: Take kuma-dp off the host, its account included
+  kuma.mesh.kuma_dp_host:
+    state: absent
+    remove_user: true
+    user: kuma-dp
+    group: kuma-dp
+    uid: 5678
+    gid: 5678
+    config_dir: /etc/kuma-dp
+    install_dir: /opt/kuma
 """
 
 RETURN = r"""
@@ -175,6 +255,10 @@ restart:
   type: bool
 archive_needed:
   description: The version is not installed and no archive was given (the action plugin then sends it).
+  returned: always
+  type: bool
+check_mode:
+  description: Whether the task ran in check mode (C(--check), or C(check_mode) on the task, block, role or play).
   returned: always
   type: bool
 active:
@@ -207,7 +291,7 @@ uid:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.kuma.mesh.plugins.module_utils.kuma_dp_host import (
-    HostError, Spec, apply, gather, plan, probe_ready, validate,
+    HostError, Spec, apply, gather, plan, plan_absent, probe_ready, validate,
 )
 
 
@@ -229,16 +313,28 @@ def main():
             unit_path=dict(type="path", default="/etc/systemd/system/kuma-dp.service"),
             unit_content=dict(type="str"),
             install_dir=dict(type="path", required=True),
-            version=dict(type="str", required=True),
-            binaries=dict(type="list", elements="str", required=True),
-            archive_top=dict(type="str", required=True),
+            version=dict(type="str"),
+            binaries=dict(type="list", elements="str", default=[]),
+            archive_top=dict(type="str"),
             archive_sha256=dict(type="str", default=""),
             archive_path=dict(type="path"),
             archive_src=dict(type="path"),
+            archive=dict(type="dict", options=dict(
+                name=dict(type="str", required=True),
+                path=dict(type="path", required=True),
+                url=dict(type="str"),
+                checksum_url=dict(type="str"),
+                checksum=dict(type="str", no_log=False),
+                local=dict(type="bool", default=False),
+                timeout=dict(type="int", default=60),
+            )),
             readiness_url=dict(type="str", default=""),
             refuse_local_cp=dict(type="bool", default=True),
             after_firewalld=dict(type="str", choices=["auto", "yes", "no"], default="no"),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            remove_user=dict(type="bool", default=False),
         ),
+        required_if=[("state", "present", ("version", "binaries", "archive_top"))],
         supports_check_mode=True,
     )
     params = dict((field, module.params[field]) for field in Spec._fields)
@@ -250,9 +346,11 @@ def main():
     def run_command(argv):
         return module.run_command(argv)
 
+    if spec.state == "absent":
+        spec = spec._replace(refuse_local_cp=False)
     try:
         host = gather(spec, run_command)
-        the_plan = plan(spec, host)
+        the_plan = plan(spec, host) if spec.state == "present" else plan_absent(spec, host)
     except HostError as e:
         module.fail_json(msg="; ".join(e.args[0]), errors=e.args[0])
     except (IOError, OSError) as e:
@@ -267,6 +365,15 @@ def main():
     )
     if module._diff:
         result["diff"] = the_plan.diffs
+    if spec.state == "absent":
+        if not module.check_mode:
+            try:
+                apply(spec, the_plan, run_command)
+            except HostError as e:
+                module.fail_json(msg="; ".join(e.args[0]), errors=e.args[0], changes=the_plan.changes)
+            except (IOError, OSError, EnvironmentError) as e:
+                module.fail_json(msg="removing kuma-dp failed: %s" % e, changes=the_plan.changes)
+        module.exit_json(**result)
     if the_plan.archive_needed or module.check_mode:
         # without the archive nothing is changed: the action plugin sends it and calls again
         result["ready"] = active and not the_plan.steps and probe_ready(spec.readiness_url)

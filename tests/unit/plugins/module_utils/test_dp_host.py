@@ -18,6 +18,7 @@ def spec(**changes):
         unit_path="/etc/systemd/system/kuma-dp.service", unit_content="[Unit]\n", unit_name="kuma-dp.service",
         install_dir="/opt/kuma", version="2.14.3", binaries=["kuma-dp", "envoy"], archive_top="kuma-2.14.3",
         archive_sha256="a" * 64, archive_path=None, readiness_url="", refuse_local_cp=True, after_firewalld="no",
+        state="present", remove_user=False,
     )
     base.update(changes)
     return h.Spec(**base)
@@ -40,6 +41,7 @@ def converged(s, **changes):
         account=h.Account("kuma-dp", 5678, 5678, h.NOHOME, h.NOLOGIN, ()),
         group=h.Group("kuma-dp", 5678, ()), uid_owner="kuma-dp", gid_owner="kuma-dp", app_uids={},
         files=files, marker=f(h.marker_text(s).encode()), binaries_ok=True, link="2.14.3", old_versions=(),
+        installed_versions=("/opt/kuma/2.14.3",), install_entries=("2.14.3", "current"),
         unit_active="active", unit_enabled="enabled", local_cp=(), firewalld_enabled=False,
     )
     base.update(changes)
@@ -184,8 +186,8 @@ def test_apply_installs_files_binaries_and_link(tmp_path):
         uid_owner="kuma-dp", gid_owner="kuma-dp", app_uids={},
         files=dict((k, NOFILE) for k in ("config_dir", "install_dir", "version_dir", "token", "ca_cert", "env",
                                          "tproxy", "unit")),
-        marker=NOFILE, binaries_ok=False, link=None, old_versions=(), unit_active="active", unit_enabled="enabled",
-        local_cp=(), firewalld_enabled=False)
+        marker=NOFILE, binaries_ok=False, link=None, old_versions=(), installed_versions=(), install_entries=(),
+        unit_active="active", unit_enabled="enabled", local_cp=(), firewalld_enabled=False)
     p = h.plan(s, host)
     calls = []
     h.apply(s, p, lambda argv: (calls.append(argv), (0, "", ""))[1])
@@ -242,3 +244,71 @@ def test_systemd_state_reads_both_units_in_one_call():
     assert h._systemd_state(lambda argv: (calls.append(argv), (0, out, ""))[1], "kuma-dp.service") == (
         "active", "enabled", True)
     assert len(calls) == 1
+
+
+# ------------------------------------------------------------ state=absent --
+def test_absent_plans_service_unit_config_binaries_and_install_dir():
+    s = spec(state="absent")
+    p = h.plan_absent(s, converged(s))
+    assert [(step.kind, step.path) for step in p.steps] == [
+        ("stop", "kuma-dp.service"), ("remove", s.unit_path), ("daemon-reload", None),
+        ("rmtree", "/etc/kuma-dp"), ("remove", "/opt/kuma/current"), ("rmtree", "/opt/kuma/2.14.3"),
+        ("rmdir", "/opt/kuma"),
+    ]
+    assert p.changes == ["service", "unit", "config", "binaries"] and not p.restart
+
+
+def test_absent_keeps_an_install_dir_with_foreign_entries_and_unmarked_versions():
+    s = spec(state="absent")
+    p = h.plan_absent(s, converged(s, install_entries=("2.14.3", "current", "2.13.0-by-hand")))
+    assert "rmdir" not in [step.kind for step in p.steps]
+    assert ("rmtree", "/opt/kuma/2.13.0-by-hand") not in [(step.kind, step.path) for step in p.steps]
+
+
+def test_absent_on_a_clean_host_changes_nothing():
+    s = spec(state="absent", remove_user=True)
+    host = converged(s, account=None, group=None, files={k: NOFILE for k in ("config_dir", "install_dir", "unit")},
+                     link=None, installed_versions=(), install_entries=(), unit_active="inactive", unit_enabled="")
+    p = h.plan_absent(s, host)
+    assert p.steps == () and p.changes == []
+
+
+def test_absent_removes_only_the_account_the_module_creates():
+    s = spec(state="absent", remove_user=True)
+    p = h.plan_absent(s, converged(s))
+    assert [(step.kind, step.path) for step in p.steps][-2:] == [("userdel", "kuma-dp"), ("groupdel", "kuma-dp")]
+    with pytest.raises(h.HostError) as exc:
+        h.plan_absent(s, converged(s, account=h.Account("kuma-dp", 1000, 5678, "/home/kuma-dp", "/bin/bash", ())))
+    assert "remove_user: kuma-dp (uid 1000, home /home/kuma-dp, shell /bin/bash) is not the system account" \
+        in exc.value.args[0][0]
+    # a group someone else is in stays
+    p = h.plan_absent(s, converged(s, group=h.Group("kuma-dp", 5678, ("alice",))))
+    assert "groupdel" not in [step.kind for step in p.steps]
+
+
+def test_absent_apply_removes_everything_and_a_second_pass_finds_nothing(tmp_path):
+    etc, opt, unit = tmp_path / "etc", tmp_path / "opt", tmp_path / "kuma-dp.service"
+    (etc).mkdir()
+    (etc / "token").write_text("tok\n")
+    for version in ("2.14.2", "2.14.3"):
+        (opt / version / "bin").mkdir(parents=True)
+        (opt / version / h.MARKER).write_text("{}")
+    os.symlink("2.14.3", str(opt / "current"))
+    unit.write_text("[Unit]\n")
+    s = spec(state="absent", config_dir=str(etc), install_dir=str(opt), unit_path=str(unit), refuse_local_cp=False)
+    systemctl = {"state": "ActiveState=active\nUnitFileState=enabled\n"}
+    calls = []
+
+    def run(argv):
+        calls.append(argv)
+        if argv[:2] == ["systemctl", "show"]:
+            return 0, "Id=kuma-dp.service\n" + systemctl["state"], ""
+        return 0, "", ""
+
+    p = h.plan_absent(s, h.gather(s, run))
+    h.apply(s, p, run)
+    assert [c for c in calls if c[1] != "show"] == [["systemctl", "disable", "--now", "kuma-dp.service"],
+                                                     ["systemctl", "daemon-reload"]]
+    assert not etc.exists() and not opt.exists() and not unit.exists()
+    systemctl["state"] = "ActiveState=inactive\nUnitFileState=\n"
+    assert h.plan_absent(s, h.gather(s, run)).steps == ()
