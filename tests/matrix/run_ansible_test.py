@@ -51,14 +51,15 @@ def tracked_files():
     return [f for f in out.splitlines() if os.path.isfile(os.path.join(ROOT, f))]
 
 
-def run(tests, **kwargs):
-    """ansible-test sanity for this Python: the tests given, or every test when
-    none is; kwargs go to subprocess.run (the CompletedProcess is returned).
-    tests/sanity/test_sanity.py runs all."""
+def run(tests, python=None, **kwargs):
+    """ansible-test sanity for this Python (or the target Python given, found on
+    PATH as pythonX.Y): the tests given, or every test when none is; kwargs go to
+    subprocess.run (the CompletedProcess is returned). tests/sanity/test_sanity.py
+    runs all."""
     args = ["sanity", "--requirements"]
     for test in tests:
         args += ["--test", test]
-    return run_ansible_test(args, **kwargs)
+    return run_ansible_test(args, python=python, **kwargs)
 
 
 def units(paths, **kwargs):
@@ -67,7 +68,7 @@ def units(paths, **kwargs):
     return run_ansible_test(["units"] + list(paths), **kwargs)
 
 
-def run_ansible_test(args, **kwargs):
+def run_ansible_test(args, python=None, **kwargs):
     """ansible-test <args> --local for this Python, in a copy of the checkout
     at <tmp>/ansible_collections/kuma/mesh; Kuma's golden rule sets are linked
     beside it as ../shared is beside the checkout (tests/unit/paths.py)."""
@@ -84,19 +85,25 @@ def run_ansible_test(args, **kwargs):
             os.symlink(shared, os.path.join(os.path.dirname(dest), "shared"))
         subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
         subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-        cmd = [os.path.join(BIN, "ansible-test"), args[0], "--local", "--python", "%d.%d" % sys.version_info[:2],
-               "--color", "no"] + args[1:]
+        cmd = [os.path.join(BIN, "ansible-test"), args[0], "--local",
+               "--python", python or "%d.%d" % sys.version_info[:2], "--color", "no"] + args[1:]
         print("$ " + " ".join(cmd), flush=True)
         return subprocess.run(cmd, cwd=dest, check=False, **kwargs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-USAGE = "usage: run_ansible_test.py sanity [TEST...] | units [PATH...]"
+USAGE = "usage: run_ansible_test.py sanity [--python X.Y] [TEST...] | units [PATH...]"
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in ("sanity", "units"):
         sys.exit(USAGE)
     if sys.argv[1] == "sanity":
-        sys.exit(run(sys.argv[2:] or ["compile", "import", "validate-modules", "yamllint"]).returncode)
+        target = None
+        tests = sys.argv[2:]
+        if tests[:1] == ["--python"]:
+            if len(tests) < 2:
+                sys.exit(USAGE)
+            target, tests = tests[1], tests[2:]
+        sys.exit(run(tests or ["compile", "import", "validate-modules", "yamllint"], python=target).returncode)
     sys.exit(units(sys.argv[2:] or ["tests/unit/plugins"]).returncode)
