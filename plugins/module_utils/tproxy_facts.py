@@ -201,12 +201,15 @@ _PROBES = {
     "mangle": ("mangle", "-A PREROUTING -m conntrack --ctstate INVALID -j DROP"),
 }
 
+_CONTROL = "*nat\n-A OUTPUT -p tcp -j RETURN\nCOMMIT\n"
+
 
 class Features(namedtuple("Features", "missing how")):
     """What one family's iptables backend cannot write: ``missing`` is a tuple of
     (feature, reason) pairs; ``how`` says how that was found ("rules" read from the
     saved rules, "netns" probed in a throwaway network namespace, "test" probed
-    with ``--test`` where no namespace could be made, None: nothing needed)."""
+    with ``--test`` where no namespace could be made, with ", inconclusive" when
+    the probe failed for another reason; None: nothing needed)."""
 
     __slots__ = ()
 
@@ -265,6 +268,11 @@ def probe(runner, features, unshare):
         how = "test"
     if rc == 0:
         return Features((), how)
+    # the same restore with no feature at all: when that fails too (the xtables lock
+    # held, no permission...), the failure says nothing about the features, and the
+    # rules are written whole as before (a real problem then fails the apply)
+    if runner.probe(_CONTROL, prefix)[0] != 0:
+        return Features((), how + ", inconclusive")
     if len(features) == 1:
         return Features(((features[0], _reason(message)),), how)
     missing = []

@@ -13,6 +13,8 @@ import json
 import os
 import stat
 
+import pytest
+
 from netns import run_module
 from test_promises import TOOLS, Faults
 
@@ -151,18 +153,21 @@ def test_without_the_mangle_table_invalid_packets_are_not_dropped(pair):
     assert "--ctstate INVALID -j DROP" in host.save("ipv4")
 
 
-def test_a_host_with_everything_probes_once_and_converges_silently(pair):
+@pytest.mark.parametrize("mode", ["nft", "legacy"])
+def test_a_host_with_everything_probes_once_and_converges_silently(pair, mode):
     """First install: one probe per family (in a throwaway namespace); after that the
     saved rules prove the features and no probe runs. An IPv4-only resolv.conf is
     normal: said in dns_not_redirected, not warned."""
     host = pair.host
     path = resolv(pair, "192.0.2.53")
-    settings = dict(BASE, redirect={"dns": {"enabled": True, "resolv_conf": path}}, drop_invalid_packets=True)
+    settings = dict(BASE, redirect={"dns": {"enabled": True, "resolv_conf": path}}, drop_invalid_packets=True,
+                    iptables_mode=mode)
     first = run_module(host, settings)
     assert not first.get("failed") and first["changed"] is True, first
     assert first["left_out"] == {} and not first.get("warnings"), first
     assert len(probes(first)) == 2, first["commands"]  # ipv4 (comment, zone, mangle), ipv6 (comment, mangle)
-    assert all("--test" not in c for c in probes(first))
+    assert all("--test" not in c and "-%s-restore" % mode in c for c in probes(first))
+    assert "--ctstate INVALID -j DROP" in host.save("ipv4", mode) and "-j CT --zone 1" in host.save("ipv4", mode)
     again = run_module(host, settings)
     assert again["changed"] is False and not again.get("warnings"), again
     assert probes(again) == [] and again["dns_not_redirected"] == {"ipv6": "no IPv6 DNS servers found in %s" % path}

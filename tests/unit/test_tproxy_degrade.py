@@ -138,7 +138,15 @@ def test_a_failed_probe_is_split_to_name_the_missing_feature():
     assert [f for f, _r in found.missing] == ["conntrack_zone"]
     assert found.reason("conntrack_zone") == "iptables-nft-restore v1.8.9 (nf_tables): line 2: RULE_APPEND failed (--zone)"
     assert found.has("comment") and found.has("mangle")
-    assert len(runner.calls) == 4
+    assert len(runner.calls) == 5  # all, the control (no feature), each alone
+
+
+def test_a_probe_that_fails_for_another_reason_leaves_nothing_out():
+    """The xtables lock held, no permission: the control restore fails too, so the
+    rules are written whole, as before (a real problem then fails the apply)."""
+    runner = Recorder(refuse=["COMMIT"])
+    found = facts.probe(runner, ALL_FEATURES, "/usr/bin/unshare")
+    assert found == facts.Features((), "netns, inconclusive") and len(runner.calls) == 2
 
 
 def test_without_a_namespace_the_probe_is_a_test_restore():
@@ -149,7 +157,7 @@ def test_without_a_namespace_the_probe_is_a_test_restore():
     assert found == facts.Features((), "test") and [p for _t, p in runner.calls] == [["/usr/bin/unshare", "--net", "--"], None]
     runner = Recorder(refuse=["-m comment"])
     found = facts.probe(runner, ["comment"], None)
-    assert found.how == "test" and not found.has("comment") and [p for _t, p in runner.calls] == [None]
+    assert found.how == "test" and not found.has("comment") and [p for _t, p in runner.calls] == [None, None]
 
 
 def params(**overrides):
