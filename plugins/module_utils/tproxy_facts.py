@@ -13,12 +13,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import ipaddress
 import os
 from collections import namedtuple
 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_host as host
-from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import CHAIN_PREFIX
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import CHAIN_PREFIX, parse_ip
 
 FAMILIES = ("ipv4", "ipv6")
 PREFIX = {"ipv4": "iptables", "ipv6": "ip6tables"}
@@ -303,10 +302,9 @@ def wanted_features(params, present, family, facts, tables):
 
 
 def _version(address):
-    try:
-        return ipaddress.ip_address(u"%s" % address).version
-    except ValueError:
-        return None
+    """The family of a resolv.conf server as tproxy_config.family_config reads it."""
+    parsed = parse_ip(address) if isinstance(address, str) and "/" not in address else None
+    return parsed.version if parsed is not None else None
 
 
 def with_features(facts, params, present, stores):
