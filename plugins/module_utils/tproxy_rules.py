@@ -675,7 +675,6 @@ def build(cfg):
     return RuleSet(cfg.family, tables, comments=cfg.comments)
 
 
-
 # -- degrading where Kuma degrades --------------------------------------------
 
 # Kuma (pkg/transparentproxy/config/config.go) leaves a feature out when the host
