@@ -157,7 +157,8 @@ class Engine(object):
         self.lock = HostLock(LOCK_PATH)
         self.facts = None
         self.stores = {}
-        self.result = dict(changed=False, rules={}, families=[], commands=self.commands, lock=LOCK_PATH)
+        self.result = dict(changed=False, rules={}, families=[], commands=self.commands, lock=LOCK_PATH, left_out={},
+                           dns_not_redirected={})
         self.passthrough_added = False
         self.passthrough_removed = False
 
@@ -285,7 +286,8 @@ class Engine(object):
 
     # -- wanted rules -----------------------------------------------------------------
     def family_config(self, family, tables, extra_inbound=None):
-        return config.family_config(
+        """Kuma's view of one family, without what the host cannot write (result's left_out)."""
+        degraded = rules.degrade(config.family_config(
             self.params,
             ipv6=family == "ipv6",
             uid=self.facts.uid,
@@ -293,7 +295,10 @@ class Engine(object):
             docker_output=ipt.has_chain(tables, "nat", rules.DOCKER_OUTPUT_CHAIN),
             loopback=self.facts.loopback,
             extra_inbound_exclude=extra_inbound,
-        )
+        ), self.facts.features.get(family))
+        if degraded.left_out:
+            self.result["left_out"][family] = dict((i.feature, i.reason) for i in degraded.left_out)
+        return degraded.cfg
 
     def ipv6_wanted(self):
         return self.params["ip_family_mode"] == "dualstack" and self.facts.has_local_ipv6
@@ -313,20 +318,21 @@ class Engine(object):
                 cfg = self.family_config(family, store.tables(), extra_inbound)
                 dns = self.params["redirect"]["dns"]
                 if (dns["enabled"] or dns["capture_all"]) and not cfg.dns_enabled:
-                    self.warn(
-                        "no %s DNS servers found in %s: DNS traffic capture for %s is disabled"
-                        % (family.upper().replace("IPV", "IPv"), dns["resolv_conf"], family)
-                    )
+                    self.result["dns_not_redirected"][family] = "no %s DNS servers found in %s" % (
+                        family.replace("ipv", "IPv"), dns["resolv_conf"])
                 ruleset = rules.build(cfg)
                 self.result["rules"][family] = ruleset.restore_text()
                 self.result["families"].append(family)
             out[family] = ruleset
+        if self.result["families"] and set(self.result["families"]) <= set(self.result["dns_not_redirected"]):
+            self.warn("no DNS servers of the redirected families (%s) found in %s: DNS traffic is not redirected"
+                      % (", ".join(self.result["families"]), self.params["redirect"]["dns"]["resolv_conf"]))
         return out
 
     def claims(self, mode, family, ruleset):
         """With comments disabled, rules equal to Kuma's for these settings are Kuma's
         (nothing else marks them)."""
-        if not self.params["comments"]["disabled"]:
+        if not self.params["comments"]["disabled"] and self.facts.features.get(family, facts_mod.ALL).has("comment"):
             return None
         if ruleset is not None:
             return ipt.uncommented(ruleset)
@@ -578,6 +584,8 @@ class Engine(object):
         self.check_input()
         mode = self.choose_mode()
         self.result["iptables_mode"] = mode
+        self.facts = facts_mod.with_features(self.facts, self.params, self.present,
+                                             dict((f, self.store(mode, f)) for f in FAMILIES))
         wanted = self.wanted(mode)
         if self.params["backend"] == "firewalld":
             from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld  # pylint: disable=import-outside-toplevel
@@ -590,6 +598,10 @@ class Engine(object):
         else:
             self.iptables(mode, wanted)
         self.restore_resolv_conf()
+        if self.result["changed"]:  # said when the rules are written, kept in left_out on every run
+            for family in sorted(self.result["left_out"]):
+                for feature, reason in sorted(self.result["left_out"][family].items()):
+                    self.warn(rules.left_out_message(family, feature, reason))
         return self.result
 
     def host_differs(self):

@@ -2,8 +2,12 @@
 # Copyright: (c) 2026, kuma.mesh maintainers
 # Apache License 2.0 (see LICENSE)
 """Everything kuma_tproxy needs to know about the host, read once into an
-immutable value. Reading starts no process (files under /proc, /sys, /etc
-only); everything after ``gather`` is pure and testable without root."""
+immutable value. ``gather`` starts no process (files under /proc, /sys, /etc
+only). ``with_features`` adds what the chosen iptables backend can write (the
+comment module, conntrack zones, the mangle table): read from the rules the
+run has already saved, and probed in a throwaway network namespace only for a
+feature the run wants and nothing read shows. Everything after is pure and
+testable without root."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -13,6 +17,7 @@ import os
 from collections import namedtuple
 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_host as host
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import CHAIN_PREFIX, parse_ip
 
 FAMILIES = ("ipv4", "ipv6")
 PREFIX = {"ipv4": "iptables", "ipv6": "ip6tables"}
@@ -39,6 +44,7 @@ Facts = namedtuple(
         "ip",  # path of `ip`, or None
         "nft",  # path of `nft`, or None
         "executable_errors",  # tuple of messages: iptables_executables that are not executable files
+        "features",  # {family: Features} of the chosen backend ({} until with_features)
     ],
 )
 
@@ -163,6 +169,7 @@ def gather(params, with_ssh=True):
         ip=host.find_executable("ip"),
         nft=host.find_executable("nft"),
         executable_errors=tuple(_executable_errors(params)),
+        features={},
     )
 
 
@@ -180,3 +187,142 @@ def _executable_errors(params):
 def _read(path):
     with open(path, "rb") as f:
         return f.read().decode("utf-8", "replace")
+
+
+# -- what the chosen backend can write (Kuma's Functionality) ------------------------
+
+FEATURES = ("comment", "conntrack_zone", "mangle")
+
+# Each feature as the rules use it, alone: the line a probe commits, in its table.
+_PROBES = {
+    "conntrack_zone": ("raw", "-A OUTPUT -p udp -m udp --dport 53 -m owner --uid-owner 0 -j CT --zone 1"),
+    "comment": ("nat", '-A OUTPUT -p tcp -m comment --comment "kuma/mesh/probe" -j RETURN'),
+    "mangle": ("mangle", "-A PREROUTING -m conntrack --ctstate INVALID -j DROP"),
+}
+
+_CONTROL = "*nat\n-A OUTPUT -p tcp -j RETURN\nCOMMIT\n"
+
+
+class Features(namedtuple("Features", "missing how")):
+    """What one family's iptables backend cannot write: ``missing`` is a tuple of
+    (feature, reason) pairs; ``how`` says how that was found ("rules" read from the
+    saved rules, "netns" probed in a throwaway network namespace, "test" probed
+    with ``--test`` where no namespace could be made, with ", inconclusive" when
+    the probe failed for another reason; None: nothing needed)."""
+
+    __slots__ = ()
+
+    def has(self, feature):
+        return feature not in dict(self.missing)
+
+    def reason(self, feature):
+        return dict(self.missing).get(feature)
+
+
+ALL = Features((), None)
+
+
+def _seen(feature, tables):
+    """Whether the saved rules already prove ``feature`` works on this host."""
+    if feature == "comment":
+        return any("-m comment --comment" in line
+                   for table in tables.values() for lines in table.rules.values() for line in lines)
+    found = tables.get(_PROBES[feature][0])
+    if found is None:
+        return False
+    if feature == "conntrack_zone":
+        return any("-j CT --zone" in rule for rule in found.rules.get("OUTPUT", []) + found.rules.get("PREROUTING", []))
+    return any("--ctstate INVALID" in rule and rule.endswith("-j DROP") for rule in found.rules.get("PREROUTING", []))
+
+
+def probe_text(features):
+    """The ``*-restore`` input that writes ``features`` (one rule each), raw, nat, mangle."""
+    blocks = []
+    for feature in sorted(features, key=lambda f: ("raw", "nat", "mangle").index(_PROBES[f][0])):
+        table, line = _PROBES[feature]
+        blocks.append("*%s\n%s\nCOMMIT\n" % (table, line))
+    return "".join(blocks)
+
+
+def _reason(message):
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    return " ".join(lines)[:300] or "the restore failed without a message"
+
+
+def probe(runner, features, unshare):
+    """Features: which of ``features`` ``runner``'s ``*-restore`` cannot commit.
+
+    One restore of all of them in a throwaway network namespace (``unshare --net``:
+    the kernel checks the rules, the host's own rules never change); only when that
+    fails, one per feature to name the missing ones. Where no namespace can be made
+    (no unshare, or not permitted), ``--test`` in place checks what userspace can
+    (the extension is there), which is as far as Kuma's own check goes."""
+    prefix = [unshare, "--net", "--"] if unshare else None
+    rc, message = runner.probe(probe_text(features), prefix)
+    how = "netns"
+    if prefix and rc != 0 and message.startswith("unshare"):
+        prefix, how = None, "test"
+        rc, message = runner.probe(probe_text(features), None)
+    elif not prefix:
+        how = "test"
+    if rc == 0:
+        return Features((), how)
+    # the same restore with no feature at all: when that fails too (the xtables lock
+    # held, no permission...), the failure says nothing about the features, and the
+    # rules are written whole as before (a real problem then fails the apply)
+    if runner.probe(_CONTROL, prefix)[0] != 0:
+        return Features((), how + ", inconclusive")
+    if len(features) == 1:
+        return Features(((features[0], _reason(message)),), how)
+    missing = []
+    for feature in features:
+        rc, message = runner.probe(probe_text([feature]), prefix)
+        if rc != 0:
+            missing.append((feature, _reason(message)))
+    return Features(tuple(missing), how)
+
+
+def wanted_features(params, present, family, facts, tables):
+    """The features this run's rules for ``family`` would use (Kuma's conditions)."""
+    out = []
+    if not params["comments"]["disabled"]:
+        # removing: only rules that are there need finding, and with comments when they have them
+        if present or any(name.startswith(CHAIN_PREFIX) for t in tables.values() for name in t.chains):
+            out.append("comment")
+    if not present:
+        return out
+    dns = params["redirect"]["dns"]
+    if (dns["enabled"] or dns["capture_all"]) and not dns["skip_conntrack_zone_split"]:
+        version = 6 if family == "ipv6" else 4
+        if dns["capture_all"] or any(_version(s) == version for s in facts.dns_servers):
+            out.append("conntrack_zone")
+    if params["drop_invalid_packets"]:
+        out.append("mangle")
+    return out
+
+
+def _version(address):
+    """The family of a resolv.conf server as tproxy_config.family_config reads it."""
+    parsed = parse_ip(address) if isinstance(address, str) and "/" not in address else None
+    return parsed.version if parsed is not None else None
+
+
+def with_features(facts, params, present, stores):
+    """``facts`` with ``features`` for the chosen iptables backend (``stores``:
+    {family: IptablesStore or None}). Read from each store's saved rules; probed
+    only for a wanted feature they do not show. The firewalld backend is left as
+    it is (firewalld writes the rules)."""
+    if params.get("backend") != "iptables":
+        return facts
+    found = {}
+    unshare = host.find_executable("unshare")
+    for family in FAMILIES:
+        store = stores.get(family)
+        if store is None:
+            continue
+        if family == "ipv6" and present and not (params["ip_family_mode"] == "dualstack" and facts.has_local_ipv6):
+            continue
+        tables = store.tables()
+        wanted = [f for f in wanted_features(params, present, family, facts, tables) if not _seen(f, tables)]
+        found[family] = probe(store.runner, wanted, unshare) if wanted else Features((), "rules")
+    return facts._replace(features=found)

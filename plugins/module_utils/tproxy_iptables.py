@@ -563,6 +563,15 @@ class Iptables(object):
             args.append("--test")
         return args
 
+    def probe(self, text, prefix=None):
+        """A capability probe: ``*-restore --noflush`` of ``text`` started behind
+        ``prefix`` (``unshare --net --``: committed in a throwaway network namespace,
+        so the kernel really checks it and the host's rules never change), or with
+        ``--test`` in place when there is no prefix. Returns (rc, message)."""
+        args = list(prefix) + self._restore_args() if prefix else self._restore_args(test=True)
+        rc, out, err = self._run(args, data=text)
+        return rc, (err or out).strip()
+
     def restore(self, text, test=False, noflush=True):
         rc, out, err = self._run(self._restore_args(test, noflush), data=text)
         if rc != 0:

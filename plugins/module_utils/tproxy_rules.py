@@ -18,8 +18,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import copy
 import ipaddress
 import re
+from collections import namedtuple
 
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import (
     CHAIN_PREFIX,
@@ -671,3 +673,49 @@ def build(cfg):
     """Kuma's BuildIPTablesForRestore for one family, as a RuleSet."""
     tables = [t for t in (_raw_table(cfg), _nat_table(cfg), _mangle_table(cfg)) if not t.empty()]
     return RuleSet(cfg.family, tables, comments=cfg.comments)
+
+
+# -- degrading where Kuma degrades --------------------------------------------
+
+# Kuma (pkg/transparentproxy/config/config.go) leaves a feature out when the host
+# cannot write it: comments without the comment module (Comments.Initialize),
+# the DNS conntrack zone split without what it needs (DNS.Initialize, with a
+# warning), drop_invalid_packets without the mangle table (Config.Initialize).
+LeftOut = namedtuple("LeftOut", "feature option reason")
+Degraded = namedtuple("Degraded", "cfg left_out")
+
+_LEFT_OUT = {
+    "comment": ("comments", "comments are left out: the iptables comment module is not available"),
+    "conntrack_zone": (
+        "redirect.dns.skip_conntrack_zone_split",
+        "conntrack zone splitting is disabled (DNS is still redirected): the raw table's CT target with --zone "
+        "is not available (Kuma: this requires the 'conntrack' iptables module)",
+    ),
+    "mangle": (
+        "drop_invalid_packets",
+        "drop_invalid_packets is left out: the mangle table's conntrack INVALID drop rule is not available",
+    ),
+}
+
+
+def degrade(cfg, features):
+    """``cfg`` without the features ``features`` (a tproxy_facts.Features, or None:
+    all there) says the host cannot write, as Kuma does; Degraded(cfg, left_out),
+    ``left_out`` a tuple of LeftOut. ``cfg`` itself is not changed."""
+    if features is None:
+        return Degraded(cfg, ())
+    wanted = (("comment", cfg.comments), ("conntrack_zone", cfg.conntrack_zone_split),
+              ("mangle", cfg.drop_invalid_packets))
+    gone = [name for name, used in wanted if used and not features.has(name)]
+    if not gone:
+        return Degraded(cfg, ())
+    out = copy.copy(cfg)
+    out.comments = out.comments and "comment" not in gone
+    out.conntrack_zone_split = out.conntrack_zone_split and "conntrack_zone" not in gone
+    out.drop_invalid_packets = out.drop_invalid_packets and "mangle" not in gone
+    return Degraded(out, tuple(LeftOut(name, _LEFT_OUT[name][0], features.reason(name)) for name in gone))
+
+
+def left_out_message(family, feature, reason):
+    """The warning for a ``feature`` of ``family`` left out: what, and why."""
+    return "%s: %s (%s)" % (family, _LEFT_OUT[feature][1], reason)
