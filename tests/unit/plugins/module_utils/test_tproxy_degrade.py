@@ -13,7 +13,9 @@ from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_facts as f
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_iptables as ipt
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "kuma-golden", "kumactl-dry-run")
+from ansible_collections.kuma.mesh.tests.unit.paths import GOLDEN as KUMA_GOLDEN
+
+GOLDEN = os.path.join(KUMA_GOLDEN, "kumactl-dry-run")
 
 
 def cfg_of(overrides, ipv6=False, uid="0", dns_servers=None):
