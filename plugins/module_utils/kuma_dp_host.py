@@ -292,7 +292,8 @@ def unit_text(spec, host):
 
 
 def paths(spec):
-    version_dir = os.path.join(spec.install_dir, spec.version)
+    # (state=absent names no version: every marked version directory goes)
+    version_dir = os.path.join(spec.install_dir, spec.version or "")
     return {
         "version_dir": version_dir,
         "marker": os.path.join(version_dir, MARKER),

@@ -295,7 +295,9 @@ def test_absent_apply_removes_everything_and_a_second_pass_finds_nothing(tmp_pat
         (opt / version / h.MARKER).write_text("{}")
     os.symlink("2.14.3", str(opt / "current"))
     unit.write_text("[Unit]\n")
-    s = spec(state="absent", config_dir=str(etc), install_dir=str(opt), unit_path=str(unit), refuse_local_cp=False)
+    # as the role calls it: no version, binaries or archive
+    s = spec(state="absent", config_dir=str(etc), install_dir=str(opt), unit_path=str(unit), refuse_local_cp=False,
+             version=None, binaries=[], archive_top=None, archive_sha256="")
     systemctl = {"state": "ActiveState=active\nUnitFileState=enabled\n"}
     calls = []
 
