@@ -672,7 +672,9 @@ def apply(spec, the_plan, run_command):
         elif step.kind == "userdel":
             run(["userdel", step.path])
         elif step.kind == "groupdel":
-            run(["groupdel", step.path])
+            # userdel already removed a primary group of the same name (USERGROUPS_ENAB)
+            if _group(step.path) is not None:
+                run(["groupdel", step.path])
         elif step.kind == "enable":
             run(["systemctl", "enable", step.path])
     return p
