@@ -11,11 +11,14 @@ Hosts are Debian 12 systemd containers (network none) on this machine; the
 Kuma release is the stand-in archive (tests/standins), installed as an
 air-gapped archive. The hosts are reached with containers.podman.podman, or
 with --pipelining through the test bed's podman_pipelined (one podman call per
-module task, as SSH with pipelining reaches a real fleet). Writes JSON to
+module task, as SSH with pipelining reaches a real fleet); then the remote
+calls per host of each run are counted too (every command the connection runs
+on a host: a module, or a step of a file transfer). Writes JSON to
 bench/results/ and prints a table. Needs root and podman (scripts/testbed).
 """
 
 import argparse
+import collections
 import json
 import os
 import subprocess
@@ -82,7 +85,14 @@ FLOOR_PLAYBOOK = """\
 """
 
 
-def playbook(inv, forks, play, env):
+Run = collections.namedtuple("Run", ["seconds", "changed", "calls_per_host"])
+
+
+def playbook(inv, forks, play, env, hosts):
+    """One ansible-playbook run: its time, its changed tasks and (pipelined) the remote calls per host."""
+    calls = tempfile.NamedTemporaryFile(prefix="kuma-mesh-calls-", delete=False)
+    calls.close()
+    env = dict(env, KUMA_MESH_COUNT_CALLS=calls.name)
     start = time.perf_counter()
     proc = subprocess.run([os.path.join(BIN, "ansible-playbook"), "-i", inv, "-f", str(forks), play], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
@@ -90,7 +100,11 @@ def playbook(inv, forks, play, env):
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout[-4000:])
     changed = sum(int(line.split("changed=")[1].split()[0]) for line in proc.stdout.splitlines() if "changed=" in line)
-    return took, changed
+    with open(calls.name) as f:
+        counted = f.read().split()
+    os.unlink(calls.name)
+    per_host = (float(len([c for c in counted if c in hosts])) / len(hosts)) if counted else None
+    return Run(took, changed, per_host)
 
 
 def main():
@@ -119,16 +133,19 @@ def main():
         inventory(inv, names, work, connection)
         start_hosts(names)
         try:
-            floor = playbook(inv, opts.forks, floor_play, env)[0]
-            converge, changed_first = playbook(inv, opts.forks, "kuma.mesh.site", env)
-            reconverge, changed_again = playbook(inv, opts.forks, "kuma.mesh.site", env)
+            floor = playbook(inv, opts.forks, floor_play, env, names).seconds
+            first = playbook(inv, opts.forks, "kuma.mesh.site", env, names)
+            again = playbook(inv, opts.forks, "kuma.mesh.site", env, names)
             print("%d hosts: floor %.1f s, converge %.1f s, re-converge %.1f s, load %.2f" % (
-                size, floor, converge, reconverge, os.getloadavg()[0]), flush=True)
+                size, floor, first.seconds, again.seconds, os.getloadavg()[0]), flush=True)
         finally:
             remove_hosts(names)
+        converge, reconverge = first.seconds, again.seconds
         rows.append({"hosts": size, "floor_s": floor, "converge_s": converge, "reconverge_s": reconverge,
                      "converge_per_host_s": converge / size, "reconverge_per_host_s": reconverge / size,
-                     "changed_converge": changed_first, "changed_reconverge": changed_again})
+                     "changed_converge": first.changed, "changed_reconverge": again.changed,
+                     "calls_per_host_converge": first.calls_per_host,
+                     "calls_per_host_reconverge": again.calls_per_host})
     base = rows[0]
     for row in rows:
         row["converge_x_floor"] = row["converge_s"] / row["floor_s"]
@@ -141,14 +158,19 @@ def main():
         json.dump({"forks": opts.forks, "connection": connection, "cpus": os.cpu_count(),
                    "load_after": os.getloadavg(), "rows": rows},
                   f, indent=2)
-    print("%5s %7s %11s %9s %8s %13s %9s %8s %11s %9s" % (
+    print("%5s %7s %11s %9s %8s %13s %9s %8s %11s %9s %13s" % (
         "hosts", "floor s", "converge s", "per host", "x floor", "re-converge s", "per host", "x floor",
-        "growth", "changed"))
+        "growth", "changed", "calls/host"))
+
+    def calls(value):
+        return "-" if value is None else "%.0f" % value
+
     for r in rows:
-        print("%5d %7.1f %11.1f %9.1f %8.1f %13.1f %9.1f %8.1f %5.2f/%-5.2f %4d/%-4d" % (
+        print("%5d %7.1f %11.1f %9.1f %8.1f %13.1f %9.1f %8.1f %5.2f/%-5.2f %4d/%-4d %6s/%-6s" % (
             r["hosts"], r["floor_s"], r["converge_s"], r["converge_per_host_s"], r["converge_x_floor"],
             r["reconverge_s"], r["reconverge_per_host_s"], r["reconverge_x_floor"],
-            r["converge_growth"], r["reconverge_growth"], r["changed_converge"], r["changed_reconverge"]))
+            r["converge_growth"], r["reconverge_growth"], r["changed_converge"], r["changed_reconverge"],
+            calls(r["calls_per_host_converge"]), calls(r["calls_per_host_reconverge"])))
     print("written to %s" % out)
     if any(r["changed_reconverge"] for r in rows):
         raise SystemExit("the no-change re-converge reported changed tasks")
