@@ -39,9 +39,7 @@ EXPECTED = {
     "dataplane-config": 550,
     "fleet-upgrade-stop": 550,
     "tproxy-firewalld": 450,
-    "tproxy-reboot": 350,
-    "tproxy-uninstall": 300,
-    "tproxy-legacy": 250,
+    "tproxy-lifecycle": 400,
     "tproxy-default": 250,
     "testbed": 150,
 }
