@@ -623,8 +623,7 @@ firewalld:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kuma.mesh.plugins.module_utils.tproxy import run
-from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import ARGUMENT_SPEC
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy import ARGUMENT_SPEC, run
 
 
 def main():
