@@ -695,7 +695,7 @@ class Engine(object):
             missing.append("ip")
         if missing:
             raise TproxyFailure(
-                "missing commands: %s (packages iptables and iproute2 on Debian); nothing was changed"
+                "missing commands: %s (packages iptables and iproute2 on Debian)"
                 % ", ".join(missing), missing_commands=missing)
 
     def host_differs(self):

@@ -139,3 +139,54 @@ def test_files_planned_per_family():
     assert wanted["/d/x/iptables-mode"] == (b"legacy\n", 0o640)
     assert wanted["/s/restore"][1] == 0o755 and wanted["/units/u.service"][1] == 0o644
     assert remove == ["/d/x/ipv6.rules"]
+
+
+# -- missing commands (the engine's check before anything is touched) ------------------
+
+def engine_with(executables, ip="/usr/sbin/ip", has_ipv6=True, passthrough=False, **options):
+    from ansible_collections.kuma.mesh.plugins.module_utils import tproxy
+    from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_config as config
+    from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_facts as facts
+    from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_host as host
+
+    engine = tproxy.Engine(dict(options))
+    engine.params = config.effective_params(dict(dict((k, None) for k in config.ARGUMENT_SPEC), **options))[0]
+    engine.present = engine.params["state"] == "present"
+    engine.facts = facts.Facts(
+        uid="5678", uid_error=None, dns_servers=(), dns_ignored=(), resolv_conf_exists=True, kuma_backup=None,
+        loopback="lo", ssh=host.SshSession(), has_local_ipv6=has_ipv6, passthrough_ipv6=passthrough,
+        executables=dict((k, facts.Binaries("/x/save", "/x/restore")) for k in executables),
+        legacy_in_use={"ipv4": False, "ipv6": False}, default_mode="nft", ip=ip, nft=None, executable_errors=())
+    return engine
+
+
+BOTH = [("nft", "ipv4"), ("nft", "ipv6")]
+
+
+@pytest.mark.parametrize("executables, ip, options, missing", [
+    (BOTH, "/usr/sbin/ip", {}, None),
+    ([], "/usr/sbin/ip", {}, ["iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore"]),
+    ([("nft", "ipv4")], "/usr/sbin/ip", {}, ["ip6tables-save", "ip6tables-restore"]),
+    ([("nft", "ipv4")], "/usr/sbin/ip", {"ip_family_mode": "ipv4"}, None),
+    (BOTH, None, {}, ["ip"]),
+    (BOTH, None, {"ip_family_mode": "ipv4"}, None),
+    (BOTH, "/usr/sbin/ip", {"iptables_mode": "legacy"},
+     ["iptables-legacy-save", "iptables-legacy-restore", "ip6tables-legacy-save", "ip6tables-legacy-restore"]),
+    ([], None, {"state": "absent"}, None),
+])
+def test_missing_commands_fail_before_anything_is_touched(executables, ip, options, missing):
+    from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_undo import TproxyFailure
+
+    engine = engine_with(executables, ip=ip, **options)
+    if missing is None:
+        engine.check_commands()
+        return
+    with pytest.raises(TproxyFailure) as err:
+        engine.check_commands()
+    assert err.value.fields["missing_commands"] == missing
+    assert err.value.msg.startswith("missing commands: " + ", ".join(missing))
+    assert len(engine.undo) == 0 and engine.commands == []
+
+
+def test_no_ip_needed_when_the_passthrough_address_is_there():
+    engine_with(BOTH, ip=None, passthrough=True).check_commands()
