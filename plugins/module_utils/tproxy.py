@@ -616,7 +616,8 @@ class Engine(object):
             if self.present and rfc.blocks(self.result["families"]):
                 if options.ipv6_redirect == "refuse":
                     raise rfc.refusal()
-                rfc.allow()
+                if rfc.allow() and not self.check_mode:
+                    wanted = self.reread(mode)  # firewalld's reload may have rewritten iptables
                 changed = True
         # Kuma's rules kept the other way: firewalld's direct rules out when the rules are
         # plain iptables now (or everything out on uninstall with backend auto)
@@ -625,11 +626,7 @@ class Engine(object):
             other_changed = self.remove_firewalld(mode)
             changed = changed or other_changed
             if other_changed and not self.check_mode:
-                # firewalld changed the iptables tables: read them again
-                self.stores = {}
-                self.facts = facts_mod.gather(self.params)
-                self.result["rules"], self.result["families"] = {}, []
-                wanted = self.wanted(mode)
+                wanted = self.reread(mode)  # firewalld changed the iptables tables
         if backend == "firewalld":
             from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld  # pylint: disable=import-outside-toplevel
 
@@ -665,6 +662,13 @@ class Engine(object):
         else:
             self.result.pop("diff", None)
         return self.result
+
+    def reread(self, mode):
+        """After firewalld changed iptables under this run: the host and the wanted rules again."""
+        self.stores = {}
+        self.facts = facts_mod.gather(self.params)
+        self.result["rules"], self.result["families"] = {}, []
+        return self.wanted(mode)
 
     def remove_firewalld(self, mode):
         """Kuma's firewalld direct rules out (the rules are plain iptables rules now); the

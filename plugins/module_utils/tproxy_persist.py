@@ -413,26 +413,29 @@ class Rfc3964(object):
         )
 
     def allow(self):
-        """Save the original line (once), set RFC3964_IPv4=no, reload firewalld."""
+        """Save the original line (once), set RFC3964_IPv4=no, reload firewalld. Returns
+        whether firewalld was reloaded."""
         text = self._conf_text() or ""
         if not os.path.exists(self.backup):
-            self.writer.directory(os.path.dirname(self.backup), 0o755)
+            parent = os.path.dirname(self.backup)
+            if not os.path.isdir(parent):
+                self.writer.directory(parent, 0o755)
             self.writer.file(self.backup, (self.info["line"] + "\n").encode("utf-8"), 0o644)
         changed = self.writer.file(self.conf, set_line(text, "RFC3964_IPv4=no").encode("utf-8"),
                                    read_file(self.conf).mode or 0o644)
-        if changed:
-            self.reload()
         self.info["changed"] = True
+        return bool(changed) and self.reload()
 
     def reload(self):
         """At once: kuma-dp is started and checked after this run. A reload keeps firewalld's
         permanent direct rules. Undone by another reload (after the file is put back)."""
         if self.writer.check_mode or not self.running:
-            return
+            return False
         systemctl = find("systemctl") or "systemctl"
         args = [systemctl, "reload", FIREWALLD_UNIT]
         self.writer.undo.push("firewalld reloaded again", lambda: self.commands.run(args))
         self.commands.run(args)
+        return True
 
     def restore(self):
         """state=absent: put back the line the module replaced, if it did."""
