@@ -637,8 +637,7 @@ class Engine(object):
             if not self.present and remove_other:
                 # plain rules firewalld's run did not account for (it removes Kuma's plain rules itself)
                 if fw_changed and not self.check_mode:
-                    self.stores = {}
-                    self.facts = facts_mod.gather(self.params)
+                    self.reread(mode)
                 self.other_pass = True
                 self.iptables(mode, dict((f, None) for f in FAMILIES))
                 changed = changed or self.result["changed"]
@@ -781,7 +780,8 @@ def _failed(engine, msg, fields):
         result["rolled_back"] = restored
         result["rollback_failed"] = ["%s (%s)" % f for f in failed]
         try:
-            result["changed"] = engine.host_differs()
+            # (a file or setting that could not be put back differs too)
+            result["changed"] = bool(failed) or engine.host_differs()
         except Exception:  # pylint: disable=broad-except
             result["changed"] = True
         if not failed and not result["changed"]:
