@@ -604,7 +604,7 @@ class Engine(object):
         mode = self.choose_mode()
         self.result["iptables_mode"] = mode
         wanted = self.wanted(mode)
-        commands = persist.Commands(self.commands)
+        commands = Commands(self.commands)
         writer = persist.Writer(self.undo, self.check_mode, self.file_diffs)
         changed = False
         # firewalld's RFC3964_IPv4 first: a refusal leaves the host as it was, and the
@@ -713,6 +713,27 @@ class Engine(object):
             if not ipt.tables_equal(now, store._snapshot, rules.TABLE_ORDER):
                 return True
         return host.has_inbound_passthrough_ipv6() != self.facts.passthrough_ipv6
+
+
+class Commands(object):
+    """Runs a command for tproxy_persist (systemctl, nft), logs it into the result's ``commands``."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def run(self, args, check=True):
+        self.log.append(" ".join(args))
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            if check:
+                raise TproxyFailure("%s failed: %s" % (" ".join(args), exc))
+            return 127, "", str(exc)
+        out, err = proc.communicate()
+        out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        if check and proc.returncode != 0:
+            raise TproxyFailure("%s failed (exit %d): %s" % (" ".join(args), proc.returncode, err.strip() or out.strip()))
+        return proc.returncode, out, err
 
 
 class _FirewalldRunning(object):

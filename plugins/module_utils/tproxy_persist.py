@@ -7,7 +7,8 @@ persistence (rules files, restore script, unit).
 
 Reading the host starts no process but ``systemctl show`` (once, for the
 unit's state) and ``nft list chain`` (only while firewalld's RFC3964_IPv4
-filter is on and IPv6 rules are wanted). Every write goes through ``Writer``,
+filter is on and IPv6 rules are wanted); processes run through the engine's
+``commands`` runner (``run(args, check=True)`` -> (rc, out, err)). Every write goes through ``Writer``,
 which pushes how to put the file back on the engine's undo stack before it
 writes; files are written only when their content or mode differ, atomically.
 """
@@ -19,7 +20,6 @@ __metaclass__ = type
 import os
 import re
 import shlex
-import subprocess
 import tempfile
 from collections import namedtuple
 
@@ -165,27 +165,6 @@ def find(name):
         if directory and os.path.isfile(path) and os.access(path, os.X_OK):
             return path
     return None
-
-
-class Commands(object):
-    """Runs a command, logs it into the result's ``commands``."""
-
-    def __init__(self, log):
-        self.log = log
-
-    def run(self, args, check=True):
-        self.log.append(" ".join(args))
-        try:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        except OSError as exc:
-            if check:
-                raise TproxyFailure("%s failed: %s" % (" ".join(args), exc))
-            return 127, "", str(exc)
-        out, err = proc.communicate()
-        out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-        if check and proc.returncode != 0:
-            raise TproxyFailure("%s failed (exit %d): %s" % (" ".join(args), proc.returncode, err.strip() or out.strip()))
-        return proc.returncode, out, err
 
 
 # -- files, on the undo stack ----------------------------------------------------------

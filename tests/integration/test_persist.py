@@ -117,7 +117,7 @@ def test_present_writes_the_rules_it_applied_then_nothing(setup):
     assert first["changed"] and first["families"] == ["ipv4", "ipv6"], first
     written = files(boot)
     for family in ("ipv4", "ipv6"):
-        content, mode, uid, _ = written[os.path.join(boot["dir"], family + ".rules")]
+        content, mode, uid, _mtime = written[os.path.join(boot["dir"], family + ".rules")]
         assert content.startswith("# Managed by kuma.mesh\n") and content.endswith(first["rules"][family])
         assert (mode, uid) == (0o640, 0)
     assert written[os.path.join(boot["dir"], "iptables-mode")][:2] == ("nft\n", 0o640)

@@ -6,7 +6,9 @@ leaves no trace."""
 
 import pytest
 
-from test_firewalld import host  # noqa: F401  (the fixture: one booted container per Debian release)
+import test_firewalld
+
+host = test_firewalld.host  # the fixture: one booted container per Debian release
 
 UNIT = "kuma-mesh-tproxy.service"
 BASE = {"kuma_dp_user": "kuma-dp", "redirect": {"inbound": {"exclude_ports": [22]}}}
@@ -31,7 +33,7 @@ def unit_state(h):
     return h.sh("systemctl is-enabled %s 2>/dev/null; systemctl is-active %s 2>/dev/null; true" % (UNIT, UNIT)).stdout.split()
 
 
-def test_refuse_then_allow_then_switch_to_the_unit_and_uninstall(host):  # noqa: F811
+def test_refuse_then_allow_then_switch_to_the_unit_and_uninstall(host):
     old = host.tag.startswith("12")  # firewalld 1.3: the RFC3964_IPv4 filter rejects redirected IPv6
     # refuse: nothing changes on an affected host
     refused = host.module(dict(ROLE_LIKE, backend="auto", firewalld_ipv6_redirect="refuse"))
@@ -85,7 +87,7 @@ def test_refuse_then_allow_then_switch_to_the_unit_and_uninstall(host):  # noqa:
 
 
 @pytest.mark.parametrize("host", ["12-firewalld"], indirect=True)
-def test_check_mode_switch_changes_nothing(host):  # noqa: F811
+def test_check_mode_switch_changes_nothing(host):
     host.module(dict(ROLE_LIKE, backend="firewalld"))
     before = (host.direct_xml(), host.runtime_rules(), rfc3964(host), nat(host))
     checked = host.module(dict(ROLE_LIKE, backend="iptables"), check=True, diff=True)
