@@ -27,12 +27,23 @@ from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_facts as f
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_gate
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_host as host
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_iptables as ipt
+from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_persist as persist
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_lock import LOCK_PATH, HostLock, LockError
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_undo import TproxyFailure, UndoStack, outcome_text
 
 FAMILIES = facts_mod.FAMILIES
 MAX_SLEEP = 60.0
+
+
+def _argument_spec():
+    spec = dict(config.ARGUMENT_SPEC)
+    spec.update(persist.ARGUMENT_SPEC)
+    return spec
+
+
+# The module's options: the rules' (tproxy_config) and what is kept around them (tproxy_persist).
+ARGUMENT_SPEC = _argument_spec()
 
 
 class Outcome(object):
@@ -161,6 +172,9 @@ class Engine(object):
                            dns_not_redirected={})
         self.passthrough_added = False
         self.passthrough_removed = False
+        self.options = None
+        self.other_pass = False
+        self.file_diffs = []
 
     def warn(self, msg):
         self.warnings.append(msg)
@@ -487,7 +501,9 @@ class Engine(object):
                         )
 
     def iptables(self, mode, wanted):
-        self.refuse_firewalld_managed(mode)
+        if not (self.other_pass and self.check_mode):
+            # (in check mode the firewalld entries this run would remove are still there)
+            self.refuse_firewalld_managed(mode)
         plans = []
         for family, ruleset in wanted.items():
             plan = StorePlan(self.store(mode, family), ruleset, self.claims(mode, family, ruleset))
@@ -510,7 +526,7 @@ class Engine(object):
         changed = bool(plans) or bool(action)
         self.result["changed"] = changed
         if self.diff_mode:
-            self.result["diff"] = diffs
+            self.result["diff"] = self.result.get("diff", []) + diffs
         if self.check_mode or not changed:
             return
         if action == "add":
@@ -553,11 +569,12 @@ class Engine(object):
         os.unlink(backup)
 
     # -- the run ------------------------------------------------------------------------
-    def effective(self, given):
+    def effective(self, given, errors=()):
         """The options this run uses: kumactl's configuration (config_file read from
         the host, config) merged under the options the task sets, then validated.
-        Bad input fails here, before the lock is taken or anything is read."""
-        text, errors = None, []
+        Bad input fails here, before the lock is taken or anything is read.
+        ``errors``: those found already in the options of tproxy_persist."""
+        text, own_errors, errors = None, list(errors), []
         path = given.get("config_file") if isinstance(given, dict) else None
         if path is not None and not config.path_problem(path):
             found = facts_mod.read_config_file(path, config.MAX_CONFIG_TEXT)
@@ -569,12 +586,15 @@ class Engine(object):
             errors = list(errors)
             if not errors:
                 errors = list(config.validate(params))
+        errors = own_errors + errors
         if errors:
             raise TproxyFailure("invalid options: " + "; ".join(errors), errors=errors)
         return params
 
     def main(self):
-        self.params = self.effective(self.params)
+        options, rest, errors = persist.split(self.params)
+        self.params = self.effective(rest, errors)
+        self.options = options
         self.present = self.params["state"] == "present"
         try:
             self.lock.acquire(max(0, int(self.params.get("wait") or 0)))
@@ -582,27 +602,117 @@ class Engine(object):
             raise TproxyFailure(str(exc))
         self.facts = facts_mod.gather(self.params)
         self.check_input()
+        unit = persist.firewalld_unit()
+        backend = persist.resolve_backend(options.backend, unit)
+        self.params["backend"] = backend
+        self.result["backend"] = backend
+        self.check_commands()
         mode = self.choose_mode()
         self.result["iptables_mode"] = mode
         self.facts = facts_mod.with_features(self.facts, self.params, self.present,
                                              dict((f, self.store(mode, f)) for f in FAMILIES))
         wanted = self.wanted(mode)
-        if self.params["backend"] == "firewalld":
+        commands = Commands(self.commands)
+        writer = persist.Writer(self.undo, self.check_mode, self.file_diffs)
+        changed = False
+        # firewalld's RFC3964_IPv4 first: a refusal leaves the host as it was, and the
+        # reload (which flushes iptables with FirewallBackend=nftables) comes before the rules
+        rfc = None
+        if options.ipv6_redirect != "ignore":
+            rfc = persist.Rfc3964(options, writer, commands, _FirewalldRunning())
+            self.result["firewalld_ipv6"] = rfc.info
+            if self.present and rfc.blocks(self.result["families"]):
+                if options.ipv6_redirect == "refuse":
+                    raise rfc.refusal()
+                if rfc.allow() and not self.check_mode:
+                    wanted = self.reread(mode)  # firewalld's reload may have rewritten iptables
+                changed = True
+        # Kuma's rules kept the other way: firewalld's direct rules out when the rules are
+        # plain iptables now (or everything out on uninstall with backend auto)
+        remove_other = options.other_backend == "remove" or (not self.present and options.backend == "auto")
+        if backend == "iptables" and remove_other and unit.installed:
+            other_changed = self.remove_firewalld(mode)
+            changed = changed or other_changed
+            if other_changed and not self.check_mode:
+                wanted = self.reread(mode)  # firewalld changed the iptables tables
+        if backend == "firewalld":
             from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld  # pylint: disable=import-outside-toplevel
 
-            changed, diffs, info = tproxy_firewalld.reconcile(self, wanted, mode)
+            fw_changed, diffs, info = tproxy_firewalld.reconcile(self, wanted, mode)
             self.result["firewalld"] = info
-            self.result["changed"] = bool(changed)
-            if self.diff_mode:
-                self.result["diff"] = diffs
+            changed = changed or bool(fw_changed)
+            self.result["diff"] = self.result.get("diff", []) + diffs
+            if not self.present and remove_other:
+                # plain rules firewalld's run did not account for (it removes Kuma's plain rules itself)
+                if fw_changed and not self.check_mode:
+                    self.reread(mode)
+                self.other_pass = True
+                self.iptables(mode, dict((f, None) for f in FAMILIES))
+                changed = changed or self.result["changed"]
         else:
             self.iptables(mode, wanted)
+            changed = changed or self.result["changed"]
+        self.result["changed"] = changed
         self.restore_resolv_conf()
+        if rfc is not None and not self.present and rfc.restore():
+            self.result["changed"] = True
+        if options.boot is not None:
+            boot = persist.BootPersistence(options.boot, writer, commands)
+            self.result["boot_persistence"] = boot.info
+            if self.present and backend == "iptables" and options.boot.state == "present":
+                boot_changed = boot.present(self.result["rules"], mode)
+            else:
+                boot_changed = boot.absent()
+            self.result["changed"] = self.result["changed"] or boot_changed
+        if self.diff_mode:
+            self.result["diff"] = self.result.get("diff", []) + self.file_diffs
+        else:
+            self.result.pop("diff", None)
         if self.result["changed"]:  # said when the rules are written, kept in left_out on every run
             for family in sorted(self.result["left_out"]):
                 for feature, reason in sorted(self.result["left_out"][family].items()):
                     self.warn(rules.left_out_message(family, feature, reason))
         return self.result
+
+    def reread(self, mode):
+        """After firewalld changed iptables under this run: the host and the wanted rules again."""
+        self.stores = {}
+        # the features found at the start still hold (firewalld changed rules, not the kernel)
+        self.facts = facts_mod.gather(self.params)._replace(features=self.facts.features)
+        self.result["rules"], self.result["families"] = {}, []
+        return self.wanted(mode)
+
+    def remove_firewalld(self, mode):
+        """Kuma's firewalld direct rules out (the rules are plain iptables rules now); the
+        plain rules and ::6 are the iptables run's. Returns whether anything changed."""
+        from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld  # pylint: disable=import-outside-toplevel
+
+        fw_changed, diffs, info = tproxy_firewalld.reconcile(
+            self, dict((f, None) for f in FAMILIES), mode, present=False, plain=False, passthrough=False)
+        self.result["firewalld"] = info
+        self.result["diff"] = self.result.get("diff", []) + diffs
+        self.other_pass = True
+        return bool(fw_changed)
+
+    def check_commands(self):
+        """Fail before anything is touched when a command this run needs is missing."""
+        if not self.present:
+            return
+        wanted = self.params["iptables_mode"]
+        modes = ("nft", "legacy") if wanted == "auto" else (wanted,)
+        infix = "" if wanted == "auto" else "-" + wanted
+        missing = []
+        for family, tool in (("ipv4", "iptables"), ("ipv6", "ip6tables")):
+            if family == "ipv6" and not self.ipv6_wanted():
+                continue
+            if not any(self.facts.executables.get((m, family)) for m in modes):
+                missing += ["%s%s-save" % (tool, infix), "%s%s-restore" % (tool, infix)]
+        if self.ipv6_wanted() and not self.facts.passthrough_ipv6 and self.facts.ip is None:
+            missing.append("ip")
+        if missing:
+            raise TproxyFailure(
+                "missing commands: %s (packages iptables and iproute2 on Debian)"
+                % ", ".join(missing), missing_commands=missing)
 
     def host_differs(self):
         """After a rollback: whether any store differs from its snapshot, or ::6 changed."""
@@ -616,6 +726,43 @@ class Engine(object):
             if not ipt.tables_equal(now, store._snapshot, rules.TABLE_ORDER):
                 return True
         return host.has_inbound_passthrough_ipv6() != self.facts.passthrough_ipv6
+
+
+class Commands(object):
+    """Runs a command for tproxy_persist (systemctl, nft), logs it into the result's ``commands``."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def run(self, args, check=True):
+        self.log.append(" ".join(args))
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError as exc:
+            if check:
+                raise TproxyFailure("%s failed: %s" % (" ".join(args), exc))
+            return 127, "", str(exc)
+        out, err = proc.communicate()
+        out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        if check and proc.returncode != 0:
+            raise TproxyFailure("%s failed (exit %d): %s" % (" ".join(args), proc.returncode, err.strip() or out.strip()))
+        return proc.returncode, out, err
+
+
+class _FirewalldRunning(object):
+    """Whether firewalld runs in this network namespace, read from /proc once, when asked."""
+
+    def __init__(self):
+        self.value = None
+
+    def __bool__(self):
+        if self.value is None:
+            from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld  # pylint: disable=import-outside-toplevel
+
+            self.value = tproxy_firewalld.firewalld_process_running()
+        return self.value
+
+    __nonzero__ = __bool__
 
 
 def _table_rank(name):
@@ -667,7 +814,8 @@ def _failed(engine, msg, fields):
         result["rolled_back"] = restored
         result["rollback_failed"] = ["%s (%s)" % f for f in failed]
         try:
-            result["changed"] = engine.host_differs()
+            # (a file or setting that could not be put back differs too)
+            result["changed"] = bool(failed) or engine.host_differs()
         except Exception:  # pylint: disable=broad-except
             result["changed"] = True
         if not failed and not result["changed"]:

@@ -654,12 +654,16 @@ class FirewalldRun(object):
     also holds what this store writes to iptables and ::6. Returns (changed, diffs, info);
     failures raise TproxyFailure."""
 
-    def __init__(self, run_state, wanted, iptables_mode=None):
+    def __init__(self, run_state, wanted, iptables_mode=None, present=None, plain=True, passthrough=True):
         self.rs = run_state
         self.params = run_state.params
         self.iptables_mode = iptables_mode
         self.families = [f for f in FAMILIES if wanted.get(f) is not None]
-        self.present = self.params["state"] == "present"
+        self.present = self.params["state"] == "present" if present is None else present
+        # plain=False, passthrough=False: only firewalld's entries are this run's (the
+        # engine's iptables store keeps the plain rules and ::6, backend iptables)
+        self.plain = plain
+        self.manage_passthrough = passthrough
         self.wanted = dict((f, wanted.get(f)) for f in FAMILIES)
         self.comments = not self.params["comments"]["disabled"]
         self.path = direct_xml_path()
@@ -724,6 +728,8 @@ class FirewalldRun(object):
         must hold exactly those (FirewallBackend=nftables puts them in the built-in chains
         themselves, where nothing tells them apart), else the module stops."""
         work = []
+        if not self.plain:
+            return work
         for family in FAMILIES:
             chains, rules_ = runtime_kuma.get(family, (set(), set()))
             managed = bool(chains or rules_)
@@ -791,6 +797,8 @@ class FirewalldRun(object):
         return self.online(api, wanted_chains, wanted_rules, wanted_set)
 
     def ipv6_action(self):
+        if not self.manage_passthrough:
+            return None
         if self.present:
             return "add" if "ipv6" in self.families and not self.rs.facts.passthrough_ipv6 else None
         return "del" if self.rs.facts.passthrough_ipv6 else None
@@ -972,6 +980,8 @@ class FirewalldRun(object):
             return "the permanent direct configuration read back differs from the wanted one"
         if self.detector.part(runtime) != wanted_set:
             return "the runtime direct configuration read back differs from the wanted one"
+        if not self.plain:
+            return None  # Kuma's plain iptables rules are the engine's iptables run's
         for family in FAMILIES:
             try:
                 found = self.iptables_kuma(family, fresh=True)
@@ -1018,6 +1028,8 @@ def _gate_direct(entries, chains=(), claimed=None):
         entries, chains=chains, chain_prefix=CHAIN_PREFIX, comment_prefix=COMMENT_PREFIX, claimed=claimed or None))
 
 
-def reconcile(engine, wanted, iptables_mode=None):
-    """The firewalld store's run: (changed, diffs, info)."""
-    return FirewalldRun(engine, wanted, iptables_mode).main()
+def reconcile(engine, wanted, iptables_mode=None, present=None, plain=True, passthrough=True):
+    """The firewalld store's run: (changed, diffs, info). ``present`` overrides the
+    engine's state; ``plain``/``passthrough`` False leave Kuma's plain iptables rules
+    and ::6 alone (the engine's iptables run owns them)."""
+    return FirewalldRun(engine, wanted, iptables_mode, present, plain, passthrough).main()

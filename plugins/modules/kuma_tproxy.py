@@ -42,9 +42,13 @@ description:
   - When the module runs over SSH, the port of that SSH session is kept out of
     inbound redirection unless O(protect_ssh_session=false), so a run cannot
     lock its own operator out.
-  - With O(backend=iptables) the rules do not survive a reboot by themselves; the
-    M(kuma.mesh.transparent_proxy) role adds a systemd unit for that. With O(backend=firewalld)
-    they are firewalld permanent direct rules and do.
+  - With O(backend=iptables) the rules do not survive a reboot by themselves; O(boot_persistence) adds a
+    systemd unit that restores at boot the rules the module last applied. With O(backend=firewalld)
+    they are firewalld permanent direct rules and do. O(backend=auto) picks firewalld when
+    C(firewalld.service) is installed and enabled, and O(other_backend=remove) takes Kuma's rules out
+    of the backend not used, so one task switches between the two.
+  - On a host whose running firewalld (before 2.0) rejects IPv6 connections redirected to the proxy,
+    O(firewalld_ipv6_redirect) turns firewalld's C(RFC3964_IPv4) filter off or refuses to install.
 author:
   - kuma.mesh maintainers (@kuma-mesh)
 requirements:
@@ -59,7 +63,8 @@ attributes:
     description: Reads the rules and reports what would change; the host is not touched.
   diff_mode:
     support: full
-    description: Shows Kuma's rules before and after, per family, backend and table, as iptables-save prints them.
+    description: Shows Kuma's rules before and after, per family, backend and table, as iptables-save prints
+      them, and the files of O(boot_persistence) and firewalld's configuration before and after.
   platform:
     platforms: posix
     support: full
@@ -410,9 +415,84 @@ options:
         module's Python while firewalld runs. With firewalld's default C(FirewallBackend=nftables),
         firewalld flushes every iptables table when it applies its first direct rule and on every reload;
         the module warns when other tools' iptables rules would be lost. See C(docs/firewalld.md).
+      - V(auto) is V(firewalld) when C(firewalld.service) is installed and enabled (read from its unit
+        file and the symlinks of C(systemctl enable), no process), else V(iptables); RV(backend) says
+        which. With O(state=absent), V(auto) removes Kuma's rules from both.
     type: str
-    choices: [iptables, firewalld]
+    choices: [auto, iptables, firewalld]
     default: iptables
+  other_backend:
+    description:
+      - What to do with Kuma's rules kept by the backend this run does not use.
+      - V(remove) with O(backend=iptables) (also when V(auto) resolves to it) removes Kuma's firewalld
+        direct rules, permanent and runtime, when firewalld is installed, before the rules are applied
+        (a switch from firewalld to iptables). With O(backend=firewalld), Kuma's plain iptables rules
+        are removed in any case (see O(backend)); O(boot_persistence) removes the unit that restored them.
+      - V(keep) leaves the other backend alone (with O(backend=iptables), Kuma's firewalld direct rules
+        then fail the run, as before).
+    type: str
+    choices: [keep, remove]
+    default: keep
+  firewalld_ipv6_redirect:
+    description:
+      - Firewalld before 2.0 (Debian 12 has 1.3) rejects, with its C(RFC3964_IPv4) filter (on by default),
+        every IPv6 packet to C(::/96), which holds C(::1), the address Kuma's IPv6 OUTPUT rule redirects to,
+        so every outbound IPv6 connection of the applications fails. Firewalld 2.x accepts DNATed packets
+        first (C(ct status dnat accept) in its C(filter_OUTPUT) chain) and is left alone.
+      - Checked only when this run installs IPv6 rules (RV(families)), firewalld runs, and
+        C(/etc/firewalld/firewalld.conf) does not already say C(RFC3964_IPv4=no); then the module reads
+        firewalld's C(filter_OUTPUT) chain with C(nft).
+      - V(allow) saves the C(RFC3964_IPv4) line firewalld has in O(firewalld_rfc3964_backup) (once), sets
+        C(RFC3964_IPv4=no) and reloads firewalld, before the rules are applied (both undone if the run fails).
+      - V(refuse) fails with nothing changed, and the result holds RV(firewalld_ipv6_refused).
+      - With V(allow) or V(refuse), O(state=absent) puts the saved line back (reloading a running firewalld)
+        and removes O(firewalld_rfc3964_backup).
+      - V(ignore) does neither.
+    type: str
+    choices: [ignore, allow, refuse]
+    default: ignore
+  firewalld_rfc3964_backup:
+    description:
+      - Where O(firewalld_ipv6_redirect=allow) keeps the C(RFC3964_IPv4) line it replaced (an empty line when
+        there was none), for O(state=absent). Its directory is created (0755) when missing; the file is 0644.
+      - An absolute path of printable ASCII letters, digits and C(_./+@%=,~-).
+    type: str
+    default: /etc/kuma-mesh/firewalld-rfc3964-ipv4.orig
+  boot_persistence:
+    description:
+      - A systemd unit that restores, at boot, the rules this module applied, before the network is up and
+        before C(kuma-dp.service). Left out, nothing of it is touched.
+      - With O(boot_persistence.state=present), O(state=present) and the iptables backend (O(backend=iptables),
+        or V(auto) resolving to it), the module writes C(<dir>/ipv4.rules) and C(<dir>/ipv6.rules) (exactly
+        the C(iptables-restore --noflush) input it applied, RV(rules), 0640; the file of a family not
+        installed is removed), C(<dir>/iptables-mode) (RV(iptables_mode), 0640), the restore script (0755)
+        and C(/etc/systemd/system/<unit>) (0644), all root-owned, each only when its content or mode differs
+        (atomically), then reloads systemd when the unit file changed and enables and starts the unit when
+        it is not. The unit's state is read with one C(systemctl show); a run that changes nothing starts
+        no other process.
+      - Otherwise (O(boot_persistence.state=absent), O(state=absent), or the firewalld backend, which
+        keeps the rules itself) the unit is stopped and disabled, its files removed, systemd reloaded,
+        and the directory removed, as is its parent when that is named C(kuma-mesh) and empty.
+      - Every file written or removed is put back as it was if the run fails later.
+    type: dict
+    suboptions:
+      state:
+        description: V(present) keeps the rules across reboots with the unit; V(absent) removes it.
+        type: str
+        choices: [present, absent]
+        default: present
+      dir:
+        description: The directory of the rules the unit restores (0750). An absolute path as O(firewalld_rfc3964_backup).
+        type: str
+        default: /etc/kuma-mesh/transparent-proxy
+      script:
+        description: The restore script the unit runs. An absolute path as O(firewalld_rfc3964_backup).
+        type: str
+        default: /usr/local/sbin/kuma-mesh-tproxy-restore
+      unit:
+        description: The name of the unit, in C(/etc/systemd/system) (letters, digits and C(:_.@-), ending in C(.service)).
+        type: str
+        default: kuma-mesh-tproxy.service
 notes:
   - "Input is checked before anything on the host is read or changed, and refused with every error
     naming the option and the value: every string that can reach a rule has a grammar (printable
@@ -423,6 +503,10 @@ notes:
   - Kuma probes iptables extensions by running C(iptables -m X -h); this module does not, so that a
     no-change run starts no process but the C(iptables-save) reads. A missing extension makes the
     validating C(iptables-restore --test) fail, before anything is changed.
+  - When a command the run needs is missing (C(iptables-save) and C(iptables-restore) of the backend,
+    their C(ip6tables) peers when IPv6 rules are wanted, C(ip) to put C(::6) on the loopback), O(state=present)
+    fails before anything is changed, naming them in RV(missing_commands). The
+    M(kuma.mesh.transparent_proxy) role then installs C(iptables) and C(iproute2) and applies again.
   - Tested on Debian 12 and 13 with iptables-nft and iptables-legacy; the code is distribution-neutral
     but RHEL-family hosts are untested.
 seealso:
@@ -482,6 +566,23 @@ EXAMPLES = r"""
 - name: Remove Kuma's rules (also ones kumactl wrote), leave every other rule alone
   kuma.mesh.kuma_tproxy:
     state: absent
+
+- name: Rules kept by firewalld when it is enabled, else by a systemd unit; the other way cleaned up
+  kuma.mesh.kuma_tproxy:
+    kuma_dp_user: kuma-dp
+    backend: auto
+    other_backend: remove
+    firewalld_ipv6_redirect: allow
+    boot_persistence:
+      state: present
+
+- name: Remove everything again - rules in both backends, the unit, firewalld's RFC3964_IPv4 line
+  kuma.mesh.kuma_tproxy:
+    state: absent
+    backend: auto
+    firewalld_ipv6_redirect: allow
+    boot_persistence:
+      state: absent
 """
 
 RETURN = r"""
@@ -569,14 +670,120 @@ errors:
   type: list
   elements: str
   sample: ["redirect.inbound.port: 70000 is not a valid port (1-65535)"]
+left_out:
+  description:
+    - Per family, the features of Kuma's rules the host cannot carry and that were left out, as Kuma leaves them
+      out - V(comment) (the comment module), V(conntrack_zone) (conntrack zones for DNS), V(mangle) (the mangle
+      table, for O(drop_invalid_packets)) - each with the reason (the kernel's refusal).
+    - Said in a warning on a run that changes something; empty on a host that has everything.
+  returned: always
+  type: dict
+  sample: {"ipv4": {"comment": "iptables-restore: line 2 failed: -m comment: no such module"}}
+dns_not_redirected:
+  description:
+    - Per family that gets rules, why its DNS traffic is not redirected (no DNS server of that family in
+      C(/etc/resolv.conf)), as Kuma skips it. A warning only when DNS redirection was asked for and no family has a
+      server.
+  returned: always
+  type: dict
+  sample: {"ipv6": "no IPv6 DNS servers found in /etc/resolv.conf"}
 failed_family:
   description: The family whose transaction failed (see RV(rolled_back) and RV(rollback_failed)).
   returned: when applying failed
   type: str
   sample: ipv6
+backend:
+  description: The backend this run used, V(iptables) or V(firewalld) (O(backend=auto) resolved).
+  returned: when the options are valid
+  type: str
+  sample: iptables
+missing_commands:
+  description: The commands the run needs that are not installed (nothing was changed).
+  returned: when such commands are missing
+  type: list
+  elements: str
+  sample: [iptables-save, iptables-restore, ip]
+firewalld_ipv6:
+  description: What O(firewalld_ipv6_redirect) found and did.
+  returned: when O(firewalld_ipv6_redirect) is not V(ignore)
+  type: dict
+  contains:
+    mode:
+      description: O(firewalld_ipv6_redirect).
+      type: str
+      returned: always
+      sample: allow
+    conf:
+      description: firewalld's configuration file.
+      type: str
+      returned: always
+      sample: /etc/firewalld/firewalld.conf
+    backup:
+      description: O(firewalld_rfc3964_backup).
+      type: str
+      returned: always
+      sample: /etc/kuma-mesh/firewalld-rfc3964-ipv4.orig
+    line:
+      description: The C(RFC3964_IPv4) line found ('' when there is none), or null when not read.
+      type: str
+      returned: always
+      sample: RFC3964_IPv4=yes
+    blocks:
+      description: Whether the running firewalld would reject IPv6 redirected to the proxy.
+      type: bool
+      returned: always
+      sample: true
+    changed:
+      description: Whether the setting was (or, in check mode, would be) changed or put back.
+      type: bool
+      returned: always
+      sample: true
+firewalld_ipv6_refused:
+  description: With O(firewalld_ipv6_redirect=refuse), why the run refused (nothing changed).
+  returned: when refused
+  type: dict
+  sample: {conf: /etc/firewalld/firewalld.conf, line: RFC3964_IPv4=yes}
+boot_persistence:
+  description: What O(boot_persistence) did.
+  returned: when O(boot_persistence) is given and the rules were applied
+  type: dict
+  contains:
+    state:
+      description: O(boot_persistence.state).
+      type: str
+      returned: always
+      sample: present
+    dir:
+      description: O(boot_persistence.dir).
+      type: str
+      returned: always
+      sample: /etc/kuma-mesh/transparent-proxy
+    script:
+      description: O(boot_persistence.script).
+      type: str
+      returned: always
+      sample: /usr/local/sbin/kuma-mesh-tproxy-restore
+    unit:
+      description: O(boot_persistence.unit).
+      type: str
+      returned: always
+      sample: kuma-mesh-tproxy.service
+    files_changed:
+      description: The files and directories written or removed (or, in check mode, that would be).
+      type: list
+      elements: str
+      returned: always
+      sample: [/etc/kuma-mesh/transparent-proxy/ipv4.rules]
+    systemctl:
+      description: The systemctl calls that changed the unit's state (or would, in check mode).
+      type: list
+      elements: str
+      returned: always
+      sample: [daemon-reload, enable --now kuma-mesh-tproxy.service]
 firewalld:
-  description: What the firewalld backend found and did.
-  returned: when O(backend=firewalld)
+  description: What the firewalld backend found and did (with O(other_backend=remove), what removing Kuma's
+    direct rules found and did).
+  returned: when the firewalld backend was used or cleaned up
   type: dict
   contains:
     running:
@@ -623,8 +830,7 @@ firewalld:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.kuma.mesh.plugins.module_utils.tproxy import run
-from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import ARGUMENT_SPEC
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy import ARGUMENT_SPEC, run
 
 
 def main():

@@ -1,17 +1,19 @@
 """The transparent_proxy role passes every kuma_tproxy option through: its whitelist
-(vars/main.yml) is the module's top-level options but state and backend (the role's
-own), and tasks/apply.yml passes each of them, and only them, to the module."""
+(vars/main.yml) is the module's top-level options but state, backend and the
+persistence options (the role's own), and tasks/apply.yml passes each of them, and
+only them, to the module."""
 
 import os
 
 import yaml
 
-from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import ARGUMENT_SPEC
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy import ARGUMENT_SPEC
 
 from ansible_collections.kuma.mesh.tests.unit.paths import ROOT
 
 ROLE = os.path.join(ROOT, "roles", "transparent_proxy")
-ROLE_OWN = {"state", "backend"}
+ROLE_OWN = {"state", "backend", "other_backend", "firewalld_ipv6_redirect", "firewalld_rfc3964_backup",
+            "boot_persistence"}
 
 
 def load(*path):
