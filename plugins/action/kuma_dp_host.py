@@ -35,7 +35,9 @@ def fetch(url, timeout):
 
 
 class ActionModule(ActionBase):
-    TRANSFERS_FILES = True
+    # No temporary directory up front (two more commands on the host per run, with
+    # pipelining): one is made only when the archive is sent.
+    TRANSFERS_FILES = False
 
     def run(self, tmp=None, task_vars=None):
         if task_vars is None:
