@@ -241,7 +241,7 @@ def onlink_candidates(family, subnet, rng=random):
         return [ipaddress.ip_address(top - i) for i in range(min(ONLINK_TRIES, network.num_addresses - 2))]
     host_bits = 128 - network.prefixlen
     return [ipaddress.ip_address(int(network.network_address) | rng.randrange(1 << (host_bits - 1), 1 << host_bits))
-            for _ in range(4)]
+            for dummy in range(4)]
 
 
 def choose_target(family, given, proc_net=PROC_NET, route=route_source, rng=random):
@@ -696,8 +696,8 @@ def check_dns(settings, family, token, listeners):
                         "redirected (a loop)" % (server, settings.kuma_dp_uid))
     result["redirected"] = False if problems else (True if how else None)
     if not problems and how:
-        result["proven"] = "DNS to %s as %s is answered by port %d (%s)" % (server, settings.test_user,
-                                                                             settings.dns_port, how)
+        result["proven"] = "DNS to %s as %s is answered by port %d (%s)" % (
+            server, settings.test_user, settings.dns_port, how)
     elif not problems:
         result["note"] = ("DNS to %s is answered, but the resolver gives kuma-dp the same answer: not told apart "
                           "from the resolver (give dns_name, a name only the DNS proxy knows)" % server)

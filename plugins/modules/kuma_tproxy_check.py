@@ -186,7 +186,8 @@ proven:
   type: dict
   sample:
     ipv4:
-      - TCP to 192.0.2.254:24242 (free address of the connected subnet 192.0.2.0/24 on eth0) as nobody is redirected to port 15001; as kuma-dp (uid 5678) it is not
+      - TCP to 192.0.2.254:24242 (free address of the connected subnet 192.0.2.0/24 on eth0) as nobody is redirected
+        to port 15001; as kuma-dp (uid 5678) it is not
       - TCP from 127.0.0.1 to 127.0.0.6:21212 is redirected to the inbound port 15006
 families:
   description:

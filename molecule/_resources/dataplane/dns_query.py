@@ -36,10 +36,10 @@ def parse(data, qid):
     if flags & 0xF:
         return "rcode: %d" % (flags & 0xF)
     i = 12
-    for _ in range(qdcount):
+    for dummy in range(qdcount):
         i = skip_name(data, i) + 4
     addresses = []
-    for _ in range(ancount):
+    for dummy in range(ancount):
         i = skip_name(data, i)
         rtype, _rclass, _ttl, length = struct.unpack("!2HIH", data[i:i + 10])
         i += 10
