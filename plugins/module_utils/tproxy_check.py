@@ -509,6 +509,10 @@ class OwnListener(object):
         self._stop = False
         sock_type = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
         self.sock = socket.socket(AF[family], sock_type)
+        if kind == "tcp":
+            # as Go's listeners (Kuma's validator): the port is free again while connections the stopped proxy
+            # accepted there linger in TIME_WAIT; a socket that listens still makes bind fail (EADDRINUSE)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == "ipv6":
             self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:

@@ -2,6 +2,7 @@
 The probes against real rules are tests/integration/test_tproxy_check_onlink.py."""
 
 import random
+import socket
 
 import pytest
 
@@ -119,3 +120,24 @@ def test_summary_says_per_family_what_was_proven_and_what_was_not():
         "but not told apart) | ipv6: outbound proven; dns not proven (no ipv6 nameserver in resolv.conf or "
         "dns_servers)")
     assert tc.proven_summary(families)["ipv6"] == ["x"]
+
+
+def test_own_listener_takes_a_port_left_in_time_wait_by_a_stopped_proxy_but_not_a_listening_one():
+    """kuma-dp stopped (kuma.mesh.remediate on a host whose kuma-dp is down): the connections Envoy accepted on
+    15001 linger in TIME_WAIT, and the check must still listen there itself."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _peer = server.accept()
+    conn.close()  # the proxy's side closes first: its socket on the port goes to TIME_WAIT
+    client.close()
+    server.close()
+    listener = tc.OwnListener("ipv4", port, "tcp", "t")
+    try:
+        with pytest.raises(OSError):
+            tc.OwnListener("ipv4", port, "tcp", "t")  # a live listener still refuses a second one
+    finally:
+        listener.close()
