@@ -7,21 +7,31 @@ Like Kuma's ``kumactl install transparent-proxy-validator``
 (pkg/transparentproxy/validate): connections are made from forked children
 that drop to another user's uid, and only the rules can make them succeed:
 
-* outbound: a TCP connection, as a user other than kuma-dp, to a TEST-NET
-  address that routes nowhere is accepted at once only when the rules hand it
-  to the outbound redirect port; the same connection as kuma-dp's uid must not
-  be (that would be a redirect loop);
+* outbound: a TCP connection, as a user other than kuma-dp, to an address
+  that routes nowhere is accepted at once only when the rules hand it to the
+  outbound redirect port; the same connection as kuma-dp's uid must not be
+  (that would be a redirect loop). The address is a TEST-NET one when the host
+  routes it off the host (a default route is enough); on a host without such a
+  route (no default route: the connection would fail with ENETUNREACH before
+  the rules see it) it is a free address of a subnet the host is connected to,
+  one no neighbour answers for (IPv4: none of the host's own addresses and no
+  complete ARP entry, counted down from the top of the subnet; IPv6: a random
+  interface identifier in the subnet);
 * inbound: Kuma's own validator check, a TCP connection as kuma-dp's uid from
   127.0.0.1 to 127.0.0.6 (::1 to ::6) on a random port, which the rules send to
   the inbound redirect port (kuma-dp's traffic to the loopback but not to
   127.0.0.1 is an application calling itself through the mesh);
-* dns: a UDP query to the resolver is answered by the DNS redirect port.
+* dns: a UDP query to the resolver is answered by the DNS redirect port;
+  the same query as kuma-dp's uid is not redirected. A resolver the host has
+  no route to is skipped with that reason (no application reaches it either).
 
 With our own listeners (port free, e.g. before kuma-dp starts) every answer
 carries a token and the listener reads the original destination, so the proof
-is exact. With the running proxy an accepted connection to a TEST-NET address
-is the proof; DNS then counts as proven only when a name the real resolver
-cannot know (a ``.mesh`` name) gets an answer.
+is exact. With the running proxy an accepted connection to an address that
+routes nowhere is the proof; DNS then counts as proven when the answer differs
+in a way only the redirect explains: the same query as kuma-dp (never
+redirected) gets no answer, or gets no address for a name only the DNS proxy
+knows (a ``.mesh`` name) while the application's query does.
 
 Standard library only, Python 3.8+. Nothing on the host changes: the module
 only binds loopback ports for the duration of the check.
@@ -54,12 +64,21 @@ LOOPBACK = {"ipv4": "127.0.0.1", "ipv6": "::1"}
 INBOUND_TARGET = {"ipv4": "127.0.0.6", "ipv6": "::6"}  # Kuma's validator's ClientConnectIP
 AF = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 DNS_MARKER = {"ipv4": "198.51.100.53"}  # what our own DNS listener answers (TEST-NET-2)
+TEST_NET = {"ipv4": "203.0.113.1", "ipv6": "2001:db8:ffff::1"}  # TEST-NET-3, the documentation prefix
+PROC_NET = "/proc/net"
+RTF_UP, RTF_GATEWAY, RTF_REJECT = 0x1, 0x2, 0x200
+ATF_COM = 0x2  # a complete ARP entry: a neighbour answers for the address
+ONLINK_TRIES = 64
 
 Settings = namedtuple("Settings", [
     "kuma_dp_uid", "kuma_dp_gid", "kuma_dp_user", "test_uid", "test_gid", "test_user", "families", "checks", "listener",
     "outbound_port", "inbound_port", "dns_port", "targets", "target_port", "dns_servers", "dns_name", "timeout",
 ])
 User = namedtuple("User", ["name", "uid", "gid"])
+# An address the outbound probe connects to, and why it routes nowhere.
+Target = namedtuple("Target", ["address", "how"])
+# A subnet the host is connected to (no gateway), on an interface other than the loopback.
+Subnet = namedtuple("Subnet", ["network", "interface"])
 
 
 class CheckInputError(ValueError):
@@ -141,6 +160,124 @@ def host_has_ipv6(if_inet6="/proc/net/if_inet6"):
     return any(line.split()[0] != "0" * 31 + "1" for line in lines if line.split())
 
 
+def route_source(family, address):
+    """The source address the kernel picks for ``address`` (a UDP connect sends nothing), or None when the host
+    has no route to it (ENETUNREACH and the like: a connection fails before the rules see it)."""
+    s = socket.socket(AF[family], socket.SOCK_DGRAM)
+    try:
+        s.connect((address, 9))
+        return s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def connected_subnets(family, proc_net=PROC_NET):
+    """The subnets the host reaches without a gateway, on interfaces other than the loopback (the main routing
+    table as /proc/net/route and /proc/net/ipv6_route show it), widest prefix last."""
+    subnets = []
+    try:
+        with open(os.path.join(proc_net, "route" if family == "ipv4" else "ipv6_route")) as f:
+            lines = f.read().splitlines()
+    except (IOError, OSError):
+        return subnets
+    for line in lines:
+        fields = line.split()
+        try:
+            if family == "ipv4":
+                if len(fields) < 8 or fields[0] == "Iface":
+                    continue
+                iface, flags = fields[0], int(fields[3], 16)
+                dest = socket.inet_ntoa(struct.pack("=I", int(fields[1], 16)))
+                mask = socket.inet_ntoa(struct.pack("=I", int(fields[7], 16)))
+                network = ipaddress.ip_network("%s/%s" % (dest, mask), strict=False)
+                gateway = int(fields[2], 16)
+                usable = network.prefixlen <= 30
+            else:
+                if len(fields) < 10:
+                    continue
+                iface, flags = fields[9], int(fields[8], 16)
+                network = ipaddress.ip_network("%s/%d" % (ipaddress.ip_address(int(fields[0], 16)), int(fields[1], 16)),
+                                               strict=False)
+                gateway = int(fields[4], 16)
+                usable = 0 < network.prefixlen <= 120 and not network.is_link_local and not network.is_multicast
+        except (ValueError, struct.error, OSError):
+            continue
+        if iface == "lo" or gateway or not flags & RTF_UP or flags & (RTF_GATEWAY | RTF_REJECT) or not usable:
+            continue
+        if network.prefixlen == 0 or network.is_loopback:
+            continue
+        subnet = Subnet(network, iface)
+        if subnet not in subnets:
+            subnets.append(subnet)
+    return sorted(subnets, key=lambda n: -n.network.prefixlen)
+
+
+def arp_neighbours(proc_net=PROC_NET):
+    """IPv4 addresses a neighbour answered for (complete ARP entries); incomplete ones are nobody's."""
+    found = set()
+    try:
+        with open(os.path.join(proc_net, "arp")) as f:
+            lines = f.read().splitlines()[1:]
+    except (IOError, OSError):
+        return found
+    for line in lines:
+        fields = line.split()
+        try:
+            if len(fields) >= 3 and int(fields[2], 16) & ATF_COM:
+                found.add(fields[0])
+        except ValueError:
+            continue
+    return found
+
+
+def onlink_candidates(family, subnet, rng=random):
+    """Addresses of ``subnet`` to try, in order: IPv4 from the top (broadcast - 1) down, where DHCP servers and
+    container networks seldom hand out addresses; IPv6 random interface identifiers."""
+    network = subnet.network
+    if family == "ipv4":
+        top = int(network.broadcast_address) - 1
+        return [ipaddress.ip_address(top - i) for i in range(min(ONLINK_TRIES, network.num_addresses - 2))]
+    host_bits = 128 - network.prefixlen
+    return [ipaddress.ip_address(int(network.network_address) | rng.randrange(1 << (host_bits - 1), 1 << host_bits))
+            for dummy in range(4)]
+
+
+def choose_target(family, given, proc_net=PROC_NET, route=route_source, rng=random):
+    """Where the outbound probe connects: ``given`` (target_ipv4/6) when set; else the TEST-NET address when
+    the host routes it off the host; else a free address of a connected subnet. Without any of them, CheckFailed
+    with the reason (a connection with no route fails before the rules see it)."""
+    if given:
+        source = route(family, given)
+        if source is None:
+            raise CheckFailed("no route to %s (target_%s): a connection to it fails before the rules see it; "
+                              "give an address of a subnet the host is on" % (given, family), {})
+        return Target(given, "given (target_%s)" % family)
+    source = route(family, TEST_NET[family])
+    if source is not None and not ipaddress.ip_address(source).is_loopback and source != TEST_NET[family]:
+        return Target(TEST_NET[family], "TEST-NET address, routed off the host (source %s)" % source)
+    neighbours = arp_neighbours(proc_net) if family == "ipv4" else set()
+    subnets = connected_subnets(family, proc_net)
+    for subnet in subnets:
+        for candidate in onlink_candidates(family, subnet, rng):
+            text = str(candidate)
+            if text in neighbours:
+                continue
+            source = route(family, text)
+            # our own address would be routed through the loopback (source == the address itself)
+            if source is None or source == text or ipaddress.ip_address(source).is_loopback:
+                continue
+            return Target(text, "free address of the connected subnet %s on %s (no route to %s; no neighbour has "
+                                "answered for it)" % (subnet.network, subnet.interface, TEST_NET[family]))
+    raise CheckFailed("no route to %s and no free address on a connected subnet (%s): %s; give target_%s or "
+                      "leave %s out of families" % (
+                          TEST_NET[family], ", ".join(str(n.network) for n in subnets) or "none",
+                          "every address tried is the host's or a neighbour's" if subnets else
+                          "the host has no %s network besides the loopback, so nothing leaves it to redirect"
+                          % ("IPv4" if family == "ipv4" else "IPv6"), family, family), {})
+
+
 def resolv_conf_servers(path):
     """The nameservers of resolv.conf, per family (Kuma redirects DNS to these unless capture_all)."""
     servers = {"ipv4": [], "ipv6": []}
@@ -186,8 +323,9 @@ def parse_params(params, users=pwd, ipv6=None, resolv=None):
     timeout = params.get("timeout", 1.0)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
         raise CheckInputError("timeout: %r is not a number of seconds in (0, 60]" % (timeout,))
-    targets = {"ipv4": _address(params.get("target_ipv4") or "203.0.113.1", "target_ipv4", "ipv4"),
-               "ipv6": _address(params.get("target_ipv6") or "2001:db8:ffff::1", "target_ipv6", "ipv6")}
+    # empty: chosen on the host when the check runs (choose_target)
+    targets = {family: (_address(params["target_" + family], "target_" + family, family)
+                        if str(params.get("target_" + family) or "").strip() else None) for family in FAMILIES}
     dns_servers = {"ipv4": [], "ipv6": []}
     if params.get("dns_servers"):
         for server in params["dns_servers"]:
@@ -261,8 +399,9 @@ def _error_text(e):
     return "%s%s" % (name + " " if name else "", getattr(e, "strerror", None) or e)
 
 
-def tcp_probe(family, address, port, timeout, source=None):
-    """The child's side: connect, read what the far end says first (our listener's token)."""
+def tcp_probe(family, address, port, timeout, source=None, read_reply=True):
+    """The child's side: connect, and read what the far end says first (our listener's token) when
+    ``read_reply``; the running proxy says nothing first, so it is not waited for."""
     def probe():
         started = time.time()
         s = socket.socket(AF[family], socket.SOCK_STREAM)
@@ -272,10 +411,12 @@ def tcp_probe(family, address, port, timeout, source=None):
                 s.bind((source, 0))
             s.connect((address, port))
             elapsed = time.time() - started
-            try:
-                data = s.recv(256)
-            except (socket.timeout, OSError):
-                data = b""
+            data = b""
+            if read_reply:
+                try:
+                    data = s.recv(256)
+                except (socket.timeout, OSError):
+                    pass
             return {"connected": True, "elapsed": round(elapsed, 4), "reply": data.decode("ascii", "replace")}
         except (socket.timeout, OSError) as e:
             return {"connected": False, "elapsed": round(time.time() - started, 4), "error": _error_text(e)}
@@ -368,6 +509,10 @@ class OwnListener(object):
         self._stop = False
         sock_type = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
         self.sock = socket.socket(AF[family], sock_type)
+        if kind == "tcp":
+            # as Go's listeners (Kuma's validator): the port is free again while connections the stopped proxy
+            # accepted there linger in TIME_WAIT; a socket that listens still makes bind fail (EADDRINUSE)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == "ipv6":
             self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
@@ -450,36 +595,41 @@ def _random_port(settings):
 
 def check_outbound(settings, family, token, listeners):
     port = _random_port(settings)
-    target = settings.targets[family]
-    where = "%s:%d" % (target, port) if family == "ipv4" else "[%s]:%d" % (target, port)
+    target = choose_target(family, settings.targets.get(family))
+    where = "%s:%d" % (target.address, port) if family == "ipv4" else "[%s]:%d" % (target.address, port)
     listener = open_listener(settings, family, settings.outbound_port, "tcp", token, listeners)
-    as_test = as_user(settings.test_uid, settings.test_gid, tcp_probe(family, target, port, settings.timeout),
+    as_test = as_user(settings.test_uid, settings.test_gid,
+                      tcp_probe(family, target.address, port, settings.timeout, read_reply=listener is not None),
                       settings.timeout)
     seen = list(listener.seen) if listener else []
     if listener is not None:
         listener.seen[:] = []
-    as_dp = as_user(settings.kuma_dp_uid, settings.kuma_dp_gid, tcp_probe(family, target, port, settings.timeout),
+    as_dp = as_user(settings.kuma_dp_uid, settings.kuma_dp_gid,
+                    tcp_probe(family, target.address, port, settings.timeout, read_reply=listener is not None),
                     settings.timeout)
     dp_seen = list(listener.seen) if listener else []
-    result = {"target": where, "listener": "own" if listener else "running", "test_user": settings.test_user,
-              "as_test_user": as_test, "as_kuma_dp": as_dp}
+    result = {"target": where, "target_chosen": target.how, "listener": "own" if listener else "running",
+              "test_user": settings.test_user, "as_test_user": as_test, "as_kuma_dp": as_dp}
     problems = []
     if not as_test.get("connected"):
         problems.append("a connection to %s as %s (uid %d) was not accepted (%s): the rules did not hand it to "
-                        "the outbound redirect port %d"
-                        % (where, settings.test_user, settings.test_uid, as_test.get("error"), settings.outbound_port))
+                        "the outbound redirect port %d%s"
+                        % (where, settings.test_user, settings.test_uid, as_test.get("error"), settings.outbound_port,
+                           "" if listener else " (or nothing listens there)"))
     elif listener is not None and (as_test.get("reply") != token or
                                    not any(s["original_destination"] == where for s in seen)):
         problems.append("a connection to %s as %s reached something other than the check's listener on port %d "
                         "(reply %r, original destinations %s)" % (where, settings.test_user, settings.outbound_port,
                                                                   as_test.get("reply"), seen))
-    if as_dp.get("connected") or dp_seen:
-        problems.append("a connection to %s as kuma-dp's uid %d was accepted: kuma-dp's own traffic is redirected "
-                        "(a loop); the rules exclude another uid" % (where, settings.kuma_dp_uid))
+    # With our listener, only what it saw counts (an address someone owns may answer kuma-dp directly).
+    if dp_seen or (listener is None and as_dp.get("connected")):
+        problems.append("a connection to %s as kuma-dp's uid %d was accepted%s: kuma-dp's own traffic is redirected "
+                        "(a loop); the rules exclude another uid"
+                        % (where, settings.kuma_dp_uid, " by the check's listener" if dp_seen else ""))
     result["redirected"] = not problems
     if not problems:
-        result["proven"] = ("TCP to %s as %s is redirected to port %d%s; as kuma-dp (uid %d) it is not"
-                            % (where, settings.test_user, settings.outbound_port,
+        result["proven"] = ("TCP to %s (%s) as %s is redirected to port %d%s; as kuma-dp (uid %d) it is not"
+                            % (where, target.how.split(" (")[0], settings.test_user, settings.outbound_port,
                                " (original destination read back)" if listener else "", settings.kuma_dp_uid))
     return result, problems
 
@@ -514,27 +664,47 @@ def check_dns(settings, family, token, listeners):
     if not servers:
         return {"skipped": "no %s nameserver in resolv.conf or dns_servers" % family}, []
     server = servers[0]
+    if route_source(family, server) is None:
+        return {"server": server, "skipped": "no route to the resolver %s: no application on the host reaches it "
+                                             "either, so there is no DNS to redirect" % server}, []
     listener = open_listener(settings, family, settings.dns_port, "udp", token, listeners)
     name = settings.dns_name or "%s.kuma-tproxy-check.invalid" % token
     probe = as_user(settings.test_uid, settings.test_gid, dns_probe(family, server, name, settings.timeout),
                     settings.timeout)
-    result = {"server": server, "name": name, "listener": "own" if listener else "running", "as_test_user": probe}
-    problems = []
+    seen = list(listener.seen) if listener else []
+    if listener is not None:
+        listener.seen[:] = []
+    # kuma-dp's own queries (its DNS proxy's upstream ones) are never redirected: the difference is the proof
+    as_dp = as_user(settings.kuma_dp_uid, settings.kuma_dp_gid, dns_probe(family, server, name, settings.timeout),
+                    settings.timeout)
+    dp_seen = list(listener.seen) if listener else []
+    result = {"server": server, "name": name, "listener": "own" if listener else "running", "as_test_user": probe,
+              "as_kuma_dp": as_dp}
+    problems, how = [], None
     if not probe.get("answered"):
         problems.append("a DNS query to %s for %s as %s got no answer (%s): the rules did not hand it to the DNS "
-                        "port %d" % (server, name, settings.test_user, probe.get("error"), settings.dns_port))
+                        "port %d%s" % (server, name, settings.test_user, probe.get("error"), settings.dns_port,
+                                       "" if listener else " (or the DNS proxy there did not answer)"))
     elif listener is not None:
-        if DNS_MARKER["ipv4"] not in probe.get("addresses", []):
+        if DNS_MARKER["ipv4"] not in probe.get("addresses", []) or not seen:
             problems.append("a DNS query to %s was answered by something other than the check's listener on port "
                             "%d: DNS is not redirected" % (server, settings.dns_port))
-    elif settings.dns_name and not probe.get("addresses"):
-        problems.append("a DNS query to %s for %s got no address (rcode %s): the DNS proxy on port %d did not "
-                        "answer it" % (server, name, probe.get("rcode"), settings.dns_port))
-    result["redirected"] = None if (listener is None and not settings.dns_name) else not problems
-    if not problems:
-        result["proven"] = ("DNS to %s is answered by port %d" % (server, settings.dns_port) if result["redirected"]
-                            else "DNS to %s is answered (by the resolver or the DNS proxy: give dns_name, a .mesh "
-                                 "name, to tell them apart)" % server)
+        else:
+            how = "the check's listener answered"
+    elif not as_dp.get("answered"):
+        how = "as kuma-dp, never redirected, the same query got no answer (%s)" % as_dp.get("error")
+    elif probe.get("addresses") and not as_dp.get("addresses"):
+        how = "only the DNS proxy knows %s (addresses %s; as kuma-dp: none)" % (name, ", ".join(probe["addresses"]))
+    if dp_seen or (listener is not None and DNS_MARKER["ipv4"] in as_dp.get("addresses", [])):
+        problems.append("a DNS query to %s as kuma-dp's uid %d reached the check's listener: kuma-dp's own DNS is "
+                        "redirected (a loop)" % (server, settings.kuma_dp_uid))
+    result["redirected"] = False if problems else (True if how else None)
+    if not problems and how:
+        result["proven"] = "DNS to %s as %s is answered by port %d (%s)" % (
+            server, settings.test_user, settings.dns_port, how)
+    elif not problems:
+        result["note"] = ("DNS to %s is answered, but the resolver gives kuma-dp the same answer: not told apart "
+                          "from the resolver (give dns_name, a name only the DNS proxy knows)" % server)
     return result, problems
 
 
@@ -570,3 +740,15 @@ def run_checks(settings):
 
 def proven_summary(families):
     return {family: [r["proven"] for r in checks.values() if "proven" in r] for family, checks in families.items()}
+
+
+def summary_msg(families):
+    """One line: per family, what was proven, and what was skipped or left open and why."""
+    parts = []
+    for family, checks in families.items():
+        proven = [c for c, r in checks.items() if "proven" in r]
+        other = ["%s not proven (%s)" % (c, r.get("skipped") or r["note"]) for c, r in checks.items()
+                 if "proven" not in r and (r.get("skipped") or r.get("note"))]
+        parts.append("%s: %s%s" % (family, ", ".join(proven) + " proven" if proven else "nothing proven",
+                                   "; " + "; ".join(other) if other else ""))
+    return "transparent proxy checked - " + " | ".join(parts)

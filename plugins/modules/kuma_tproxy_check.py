@@ -24,17 +24,21 @@ description:
     (C(::1) to C(::6)) on a random port, as kuma-dp's uid, must reach the inbound redirect port (Kuma's
     rules send kuma-dp's traffic to the loopback, but not to C(127.0.0.1), there).
   - C(dns) - a UDP DNS query, as O(test_user), to the first nameserver of the family (from
-    O(resolv_conf) or O(dns_servers)) must be answered through the DNS redirect port.
+    O(resolv_conf) or O(dns_servers)) must be answered through the DNS redirect port, and the same query
+    as kuma-dp's uid must not reach it. A resolver the host has no route to is skipped with that reason
+    (no application reaches it either).
   - With O(listener=own) (or O(listener=auto) when the redirect port is free, for example before
     kuma-dp starts) the module listens on the redirect port itself, as Kuma's validator does, and
     the proof is exact - every answer carries a random token, the listener reads back each
     connection's original destination, and its DNS answer is an address no resolver gives.
     With the running proxy (O(listener=running), or C(auto) when kuma-dp holds the port) an
-    accepted connection to a TEST-NET address is the proof; for DNS only an answer with addresses
-    for O(dns_name) (a C(.mesh) name the real resolver does not know) proves the DNS proxy answered.
+    accepted connection to an address that routes nowhere is the proof; DNS counts as proven when
+    the same query as kuma-dp (never redirected) gets no answer, or gets no address for O(dns_name)
+    (a C(.mesh) name only the DNS proxy knows) while the application's query does. Otherwise the
+    answer is reported as not told apart from the resolver's (C(note)), not as a failure.
   - The probes run in forked children that drop to the user's uid and gid, so the module runs as
-    root (C(become=true)). They need a route to the target addresses (a default route is enough);
-    nothing leaves the host when the rules redirect.
+    root (C(become=true)). Nothing leaves the host when the rules redirect; when they do not, the
+    probes' SYNs and queries go to addresses nobody answers for.
 author:
   - kuma.mesh maintainers (@kuma-mesh)
 requirements:
@@ -97,13 +101,20 @@ options:
     type: int
     default: 15053
   target_ipv4:
-    description: The IPv4 address the outbound probe connects to; it must not answer by itself (TEST-NET-3 by default).
+    description:
+      - The IPv4 address the outbound probe connects to; the host must have a route to it and nothing
+        may answer there.
+      - Empty - C(203.0.113.1) (TEST-NET-3) when the host routes it off the host, else a free address of
+        a connected subnet (see the description).
     type: str
-    default: 203.0.113.1
+    default: ""
   target_ipv6:
-    description: The IPv6 address the outbound probe connects to (documentation prefix by default).
+    description:
+      - The IPv6 address the outbound probe connects to, as O(target_ipv4).
+      - Empty - C(2001:db8:ffff::1) (documentation prefix) when routed off the host, else a random
+        address of a connected subnet.
     type: str
-    default: "2001:db8:ffff::1"
+    default: ""
   target_port:
     description:
       - The TCP port of the outbound probe. C(0) - a random port in 20000-29999, as Kuma's validator.
@@ -131,6 +142,9 @@ options:
     default: 1.0
 notes:
   - Binds loopback ports only for the time of the check (with O(listener=own) or C(auto)) and changes nothing else.
+  - Kuma's own validator (C(kumactl install transparent-proxy-validator)) proves only the inbound
+    redirect, through the loopback, which needs no route; this module adds the outbound and DNS
+    redirects and kuma-dp's exclusion, which need a path off the host - hence the connected-subnet target.
 seealso:
   - module: kuma.mesh.kuma_tproxy
   - name: Kuma's transparent-proxy validator
@@ -172,14 +186,16 @@ proven:
   type: dict
   sample:
     ipv4:
-      - TCP to 203.0.113.1:24242 as nobody is redirected to port 15001 (original destination read back); as kuma-dp (uid 5678) it is not
+      - TCP to 192.0.2.254:24242 (free address of the connected subnet 192.0.2.0/24 on eth0) as nobody is redirected
+        to port 15001; as kuma-dp (uid 5678) it is not
       - TCP from 127.0.0.1 to 127.0.0.6:21212 is redirected to the inbound port 15006
 families:
   description:
-    - Per family and check, what the probes saw - C(listener) (C(own) or C(running)), C(target) or
-      C(server), C(redirected) (true, false, or null when the running DNS proxy could not be told apart
-      from the resolver), C(proven), C(skipped) with the reason, and each probe's raw result
-      (C(as_test_user), C(as_kuma_dp) - C(connected)/C(answered), C(elapsed), C(error)).
+    - Per family and check, what the probes saw - C(listener) (C(own) or C(running)), C(target) and
+      C(target_chosen) (why that address) or C(server), C(redirected) (true, false, or null when the
+      running DNS proxy could not be told apart from the resolver, then C(note) says so), C(proven),
+      C(skipped) with the reason, C(error), and each probe's raw result (C(as_test_user), C(as_kuma_dp) -
+      C(connected)/C(answered), C(addresses), C(elapsed), C(error)).
     - Also returned when the module fails.
   returned: always
   type: dict
@@ -187,6 +203,7 @@ families:
     ipv4:
       outbound:
         target: 203.0.113.1:24242
+        target_chosen: TEST-NET address, routed off the host (source 10.0.0.5)
         listener: own
         redirected: true
         as_test_user: {connected: true, elapsed: 0.0004, reply: kuma-tproxy-check-0123456789abcdef}
@@ -197,9 +214,10 @@ users:
   type: dict
   sample: {kuma_dp: {name: kuma-dp, uid: 5678}, test: {name: nobody, uid: 65534}}
 msg:
-  description: What was proven, or why the proof failed.
+  description: What was proven per family, and what was skipped and why; or why the proof failed.
   returned: always
   type: str
+  sample: "transparent proxy checked - ipv4: outbound, inbound, dns proven | ipv6: outbound, inbound, dns proven"
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -210,6 +228,7 @@ from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_check import (
     parse_params,
     proven_summary,
     run_checks,
+    summary_msg,
 )
 
 ARGUMENT_SPEC = dict(
@@ -221,8 +240,8 @@ ARGUMENT_SPEC = dict(
     outbound_port=dict(type="int", default=15001),
     inbound_port=dict(type="int", default=15006),
     dns_port=dict(type="int", default=15053),
-    target_ipv4=dict(type="str", default="203.0.113.1"),
-    target_ipv6=dict(type="str", default="2001:db8:ffff::1"),
+    target_ipv4=dict(type="str", default=""),
+    target_ipv6=dict(type="str", default=""),
     target_port=dict(type="int", default=0),
     dns_servers=dict(type="list", elements="str"),
     resolv_conf=dict(type="path", default="/etc/resolv.conf"),
@@ -245,9 +264,7 @@ def main():
         changed=False, families=families, proven=proven,
         users={"kuma_dp": {"name": settings.kuma_dp_user, "uid": settings.kuma_dp_uid},
                "test": {"name": settings.test_user, "uid": settings.test_uid}},
-        msg="transparent proxy proven for %s" % ", ".join(
-            "%s (%s)" % (family, ", ".join(c for c in checks if "proven" in checks[c]) or "nothing")
-            for family, checks in families.items()),
+        msg=summary_msg(families),
     )
 
 

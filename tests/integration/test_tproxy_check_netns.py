@@ -84,9 +84,11 @@ def test_proves_the_running_proxy_in_check_mode(pair, servers):
         assert result["families"][family]["outbound"]["redirected"]
         assert result["families"][family]["inbound"]["redirected"]
         assert result["families"][family]["dns"]["redirected"], result["families"][family]["dns"]
-    # without a mesh name the answer could have come from the resolver: said, not claimed
+    # without a mesh name: the peer runs no resolver, so kuma-dp's own (unredirected) query gets no answer, and
+    # that difference is the proof (tests/integration/test_tproxy_check_onlink.py has a resolver that answers)
     plain = check(pair, families=["ipv4"], checks=["dns"], resolv_conf=resolv)
-    assert not plain.get("failed") and plain["families"]["ipv4"]["dns"]["redirected"] is None, plain
+    assert not plain.get("failed") and plain["families"]["ipv4"]["dns"]["redirected"] is True, plain
+    assert "as kuma-dp, never redirected, the same query got no answer" in plain["proven"]["ipv4"][0]
     own = check(pair, listener="own", families=["ipv4"])
     assert own["failed"] and "cannot listen on TCP port 15001" in own["msg"], own
 
@@ -98,7 +100,8 @@ def test_finds_kuma_dp_traffic_redirected(pair):
     assert result["changed"], result
     result = check(pair, listener="own", families=["ipv4"], checks=["outbound"], kuma_dp_user="kuma-dp")
     assert result["failed"], result
-    assert "as kuma-dp's uid %d was accepted: kuma-dp's own traffic is redirected" % KUMA_DP_UID in result["msg"]
+    assert "as kuma-dp's uid %d was accepted by the check's listener: kuma-dp's own traffic is redirected" % KUMA_DP_UID \
+        in result["msg"]
 
 
 def test_refuses_bad_input_without_a_traceback(pair):

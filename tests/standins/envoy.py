@@ -15,8 +15,8 @@ getsockopt(SOL_IP, SO_ORIGINAL_DST) (SOL_IPV6, IP6T_SO_ORIGINAL_DST for IPv6)
 and the bytes are relayed to it. Inbound listeners (trafficDirection INBOUND)
 relay to the workload of a matching inbound (listener metadata
 io.kuma.standin.inbounds) or to the original destination, binding the
-upstream socket to 127.0.0.6 / ::6 when the target is not loopback, as Kuma's
-inbound clusters do. A connection that was not redirected (its "original"
+upstream socket to 127.0.0.6 / ::6 when the target is not loopback or is no
+declared inbound (the passthrough), as Kuma's inbound clusters do. A connection that was not redirected (its "original"
 destination is the listener itself, or the kernel has none) is closed, not
 relayed, so it cannot loop. One log line per relayed connection:
     outbound <src> -> <original dst>     inbound <src> -> <original dst>
@@ -389,14 +389,19 @@ class Proxy(object):
         """(target, source address to bind or None) for a connection to dst."""
         if spec.direction != "inbound":
             return dst, None
-        target = dst
+        target, declared = dst, False
         for inbound in spec.inbounds:
             ip = inbound.get("dataplaneIP", "")
             if inbound.get("port") == dst[1] and ip in (dst[0], "0.0.0.0", "::"):
                 target = (inbound.get("workloadIP") or dst[0], inbound.get("workloadPort") or dst[1])
+                declared = True
                 break
         family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
-        source = None if is_loopback(target[0]) else PASSTHROUGH_SOURCE[family]
+        # Kuma's inbound passthrough cluster always binds 127.0.0.6 / ::6, which the rules never redirect: a
+        # connection to a loopback address other than 127.0.0.1 (Kuma's validator's 127.0.0.6) is refused there
+        # instead of coming back to this listener (a loop). A declared inbound's workload on the loopback is
+        # reached from the loopback (Kuma's localhost cluster).
+        source = None if declared and is_loopback(target[0]) else PASSTHROUGH_SOURCE[family]
         return target, source
 
     def handle(self, spec, conn, peer):

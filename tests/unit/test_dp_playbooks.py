@@ -19,7 +19,7 @@ def test_site_takes_serial_and_strategy():
 
 
 def test_remediate_reports_in_a_linear_play_after_the_check():
-    check, report, repair, fail = plays("remediate.yml")
+    check, report, tproxy_report, repair, fail = plays("remediate.yml")
     # the check and the repair may run with strategy free ...
     assert check["check_mode"] is True and "kuma_mesh_strategy" in check["strategy"]
     assert "kuma_mesh_strategy" in repair["strategy"] and "kuma_mesh_serial" in repair["serial"]
@@ -32,3 +32,7 @@ def test_remediate_reports_in_a_linear_play_after_the_check():
     assert "kuma_mesh_drift" in report["tasks"][-1]["vars"]["__checked"]
     assert not any(t.get("run_once") for t in check.get("post_tasks", []))
     assert "kuma_mesh_to_repair" in repair["hosts"] and "kuma_mesh_drifted" in fail["hosts"]
+    # the transparent-proxy report: its own linear play after the drift report, one line per host
+    assert tproxy_report["strategy"] == "linear" and tproxy_report["hosts"] == check["hosts"]
+    (line,) = tproxy_report["tasks"]
+    assert line["run_once"] is True and "kuma_mesh_tproxy_check" in line["ansible.builtin.debug"]["msg"]
