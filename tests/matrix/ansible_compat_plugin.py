@@ -9,6 +9,8 @@ does nothing on a line that has them:
 - ansible.module_utils._internal.is_controller (new in 2.19, which sends a
   module's warnings to the controller's display when it is True): 2.18 always
   returns warnings in the module's result, which is is_controller = False.
+- ansible.template.trust_as_template (new in 2.19, which templates only
+  trusted strings): 2.18 templates every string, so it returns the value.
 """
 
 import contextlib
@@ -43,3 +45,8 @@ except ImportError:
     _internal = None
 if _internal is not None and not hasattr(_internal, "is_controller"):
     _internal.is_controller = False
+
+import ansible.template as _template  # noqa: E402  pylint: disable=wrong-import-position
+
+if not hasattr(_template, "trust_as_template"):
+    _template.trust_as_template = lambda value: value
