@@ -529,8 +529,8 @@ def plan_absent(spec, host):
                     % (acc.name, acc.uid, acc.home, acc.shell, spec.uid, NOHOME, NOLOGIN))
             else:
                 steps.append(Step("user", "userdel", spec.user, None))
-        if host.group is not None and host.group.gid == spec.gid and not [m for m in host.group.members
-                                                                         if m != spec.user]:
+        others = [member for member in (host.group.members if host.group else ()) if member != spec.user]
+        if host.group is not None and host.group.gid == spec.gid and not others:
             steps.append(Step("user", "groupdel", spec.group, None))
     if errors:
         raise HostError(errors)

@@ -309,8 +309,8 @@ def test_absent_apply_removes_everything_and_a_second_pass_finds_nothing(tmp_pat
 
     p = h.plan_absent(s, h.gather(s, run))
     h.apply(s, p, run)
-    assert [c for c in calls if c[1] != "show"] == [["systemctl", "disable", "--now", "kuma-dp.service"],
-                                                     ["systemctl", "daemon-reload"]]
+    assert [c for c in calls if c[1] != "show"] == [
+        ["systemctl", "disable", "--now", "kuma-dp.service"], ["systemctl", "daemon-reload"]]
     assert not etc.exists() and not opt.exists() and not unit.exists()
     systemctl["state"] = "ActiveState=inactive\nUnitFileState=\n"
     assert h.plan_absent(s, h.gather(s, run)).steps == ()

@@ -102,7 +102,7 @@ def test_a_given_target_needs_a_route(proc_net):
 
 
 def test_empty_targets_are_chosen_on_the_host():
-    from test_tproxy_check import USERS, params
+    from ansible_collections.kuma.mesh.tests.unit.plugins.module_utils.test_tproxy_check import USERS, params
     settings = tc.parse_params(params(target_ipv4="", target_ipv6=None), users=USERS, ipv6=True, resolv={})
     assert settings.targets == {"ipv4": None, "ipv6": None}
     with pytest.raises(tc.CheckInputError, match="target_ipv6: '192.0.2.9' is not an IPv6|is not an IPv6"):

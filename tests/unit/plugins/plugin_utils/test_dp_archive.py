@@ -186,10 +186,10 @@ def test_concurrent_hosts_download_each_file_once(tmp_path):
                      timeout=10)
         ctx = multiprocessing.get_context("fork")
         queue = ctx.Queue()
-        procs = [ctx.Process(target=_ensure_in_a_process, args=(value, queue)) for _ in range(6)]
+        procs = [ctx.Process(target=_ensure_in_a_process, args=(value, queue)) for _worker in range(6)]
         for p in procs:
             p.start()
-        results = [queue.get(timeout=60) for _ in procs]
+        results = [queue.get(timeout=60) for _proc in procs]
         for p in procs:
             p.join(30)
     finally:
