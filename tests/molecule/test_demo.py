@@ -32,7 +32,7 @@ MAX_LINES = 200
 def expected(name):
     """Seconds the job takes (the site run, the converge again, the summaries),
     for the order the background jobs start in."""
-    return 600
+    return 130
 
 
 def running_hosts(env):

@@ -30,18 +30,18 @@ TAIL = 80
 # first, and the order their tests report in, shortest first. A scenario not
 # listed counts as 600 s.
 EXPECTED = {
-    "fleet": 900,
-    "fleet-upgrade": 900,
-    "dataplane-upgrade": 700,
-    "dataplane-install": 700,
-    "dataplane-airgap": 650,
-    "dataplane-uninstall": 600,
-    "dataplane-config": 550,
-    "fleet-upgrade-stop": 550,
-    "tproxy-firewalld": 450,
-    "tproxy-lifecycle": 400,
-    "tproxy-default": 250,
-    "testbed": 150,
+    "fleet": 600,
+    "fleet-upgrade": 500,
+    "dataplane-install": 390,
+    "dataplane-upgrade": 380,
+    "fleet-upgrade-stop": 300,
+    "dataplane-airgap": 270,
+    "tproxy-firewalld": 240,
+    "dataplane-config": 240,
+    "tproxy-lifecycle": 170,
+    "dataplane-uninstall": 160,
+    "tproxy-default": 90,
+    "testbed": 85,
 }
 
 
