@@ -6,8 +6,6 @@
 - ``dp_input_errors``: every problem of the role's variables, each naming the variable and the value.
 - ``dp_tproxy_options``: the kuma_tproxy options of the rules, from kuma_dp_tproxy and the role's settings.
 - ``dp_tproxy_kuma_dp_config``: kuma-dp's --transparent-proxy-config from those same options.
-- ``dp_sha256_from_file``: the archive's sha256 from a sha256sum-style checksum file.
-- ``dp_local_archive_problems``: what is wrong with local archives (stat results).
 - ``dp_systemd_quote``: one argument of an ExecStart line, quoted as systemd reads it.
 - ``dp_drift_report``: the lines of kuma.mesh.remediate's report.
 """
@@ -19,8 +17,6 @@ __metaclass__ = type
 
 import copy
 import re
-
-from ansible_collections.kuma.mesh.plugins.plugin_utils.dp_archive import sha256_from_checksum_file
 
 try:
     from ansible.errors import AnsibleFilterError
@@ -201,26 +197,6 @@ def dp_input_errors(v):
     return errors
 
 
-def dp_sha256_from_file(text, names):
-    """The sha256 of the archive from a checksum file's text, '' when it has none
-    (the action plugin of kuma_dp_host reads checksum files the same way)."""
-    return sha256_from_checksum_file(text, names)
-
-
-def dp_local_archive_problems(results):
-    """Messages for local archives that are missing or whose sha256 differs (stat loop results)."""
-    bad = []
-    for r in results or []:
-        item = r.get("item", {})
-        st = r.get("stat", {})
-        if not st.get("exists"):
-            bad.append("%s on the controller does not exist" % item.get("path"))
-        elif st.get("checksum") != item.get("sha256"):
-            bad.append("%s on the controller has sha256 %s, expected %s: refusing to install it"
-                       % (item.get("path"), st.get("checksum"), item.get("sha256")))
-    return bad
-
-
 def dp_systemd_quote(value):
     """One argument as systemd reads it in ExecStart: quoted when needed, % and $ escaped."""
     text = str(value)
@@ -273,8 +249,6 @@ class FilterModule(object):
             "dp_input_errors": dp_input_errors,
             "dp_tproxy_options": dp_tproxy_options,
             "dp_tproxy_kuma_dp_config": dp_tproxy_kuma_dp_config,
-            "dp_sha256_from_file": dp_sha256_from_file,
-            "dp_local_archive_problems": dp_local_archive_problems,
             "dp_systemd_quote": dp_systemd_quote,
             "dp_drift_report": dp_drift_report,
         }

@@ -31,10 +31,11 @@ import errno
 import fcntl
 import hashlib
 import os
-import re
 import tempfile
 
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+# the digest and its grammar as the host side checks them
+from ansible_collections.kuma.mesh.plugins.module_utils.kuma_dp_host import SHA256_RE, sha256_of
+
 CHUNK = 1024 * 1024
 
 # The role's __kuma_dp_archive: where the archive comes from and goes to.
@@ -55,7 +56,7 @@ def archive_from(value):
     checksum = str(value.get("checksum") or "").lower()
     if checksum.startswith("sha256:"):
         checksum = checksum[len("sha256:"):]
-    if checksum and not HEX64_RE.match(checksum):
+    if checksum and not SHA256_RE.match(checksum):
         raise ArchiveError("archive.checksum: %r is not a sha256 (64 hex digits, optionally after 'sha256:')"
                            % (value.get("checksum"),))
     local = value.get("local", False)
@@ -89,21 +90,13 @@ def sha256_from_checksum_file(text, names):
     for line in lines:
         fields = line.split()
         candidate = fields[0].lower()
-        if not HEX64_RE.match(candidate):
+        if not SHA256_RE.match(candidate):
             continue
         if len(fields) == 1 and len(lines) == 1:
             return candidate
         if len(fields) == 2 and fields[1].lstrip("*") in names:
             return candidate
     return ""
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -82,34 +82,6 @@ def test_kuma_dp_config_is_derived_from_the_rules_options():
     assert f.dp_tproxy_kuma_dp_config(capture)["redirect"]["dns"]["enabled"] is True
 
 
-@pytest.mark.parametrize("text, expected", [
-    (HEX + "  kuma-2.14.3-linux-amd64.tar.gz\n", HEX),
-    (HEX + " *kuma-2.14.3-linux-amd64.tar.gz\n", HEX),
-    (HEX.upper() + "  kuma-2.14.3-linux-amd64.tar.gz", HEX),
-    (HEX + "\n", HEX),
-    ("b" * 64 + "  other.tar.gz\n" + HEX + "  kuma-2.14.3-linux-amd64.tar.gz\n", HEX),
-    ("b" * 64 + "  other.tar.gz\n", ""),
-    (HEX + "\n" + "b" * 64 + "\n", ""),
-    ("not-hex  kuma-2.14.3-linux-amd64.tar.gz", ""),
-    ("", ""),
-    (None, ""),
-])
-def test_sha256_from_file(text, expected):
-    assert f.dp_sha256_from_file(text, ["kuma-2.14.3-linux-amd64.tar.gz"]) == expected
-
-
-def test_local_archive_problems():
-    results = [
-        {"item": {"path": "/a", "sha256": HEX}, "stat": {"exists": False}},
-        {"item": {"path": "/b", "sha256": HEX}, "stat": {"exists": True, "checksum": "c" * 64}},
-        {"item": {"path": "/c", "sha256": HEX}, "stat": {"exists": True, "checksum": HEX}},
-    ]
-    assert f.dp_local_archive_problems(results) == [
-        "/a on the controller does not exist",
-        "/b on the controller has sha256 %s, expected %s: refusing to install it" % ("c" * 64, HEX),
-    ]
-
-
 @pytest.mark.parametrize("value, expected", [
     ("--log-level=info", "--log-level=info"),
     ("a b", '"a b"'),
@@ -142,8 +114,8 @@ def test_drift_report():
 
 def test_filters_are_registered():
     assert set(f.FilterModule().filters()) >= {
-        "dp_input_errors", "dp_tproxy_options", "dp_tproxy_kuma_dp_config", "dp_sha256_from_file",
-        "dp_local_archive_problems", "dp_systemd_quote", "dp_drift_report"}
+        "dp_input_errors", "dp_tproxy_options", "dp_tproxy_kuma_dp_config", "dp_systemd_quote",
+        "dp_drift_report"}
 
 
 def test_dp_tproxy_options_capture_all_leaves_dns_enabled_off():

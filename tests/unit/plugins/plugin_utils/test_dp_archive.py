@@ -198,3 +198,19 @@ def test_concurrent_hosts_download_each_file_once(tmp_path):
     assert results == [value["path"]] * 6
     gets = re.findall(r'"GET (\S+) HTTP', log.read_text())
     assert sorted(gets) == ["/" + NAME, "/" + NAME + ".sha256"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    (SHA + "  kuma-2.14.3-linux-amd64.tar.gz\n", SHA),
+    (SHA + " *kuma-2.14.3-linux-amd64.tar.gz\n", SHA),
+    (SHA.upper() + "  kuma-2.14.3-linux-amd64.tar.gz", SHA),
+    (SHA + "\n", SHA),
+    ("b" * 64 + "  other.tar.gz\n" + SHA + "  kuma-2.14.3-linux-amd64.tar.gz\n", SHA),
+    ("b" * 64 + "  other.tar.gz\n", ""),
+    (SHA + "\n" + "b" * 64 + "\n", ""),
+    ("not-hex  kuma-2.14.3-linux-amd64.tar.gz", ""),
+    ("", ""),
+    (None, ""),
+])
+def test_sha256_from_checksum_file(text, expected):
+    assert dp_archive.sha256_from_checksum_file(text, ["kuma-2.14.3-linux-amd64.tar.gz"]) == expected
