@@ -10,8 +10,9 @@ trivial module round trip per host.
 Hosts are Debian 12 systemd containers (network none) on this machine; the
 Kuma release is the stand-in archive (tests/standins), installed as an
 air-gapped archive. The hosts are reached with containers.podman.podman, or
-with --pipelining through the test bed's podman_pipelined (one podman call per
-module task, as SSH with pipelining reaches a real fleet); then the remote
+with --pipelining through the test bed's podman_pipelined (one `podman exec -i`
+per module task, as SSH with pipelining reaches a real fleet; --exec nsenter
+as the Molecule scenarios run it); then the remote
 calls per host of each run are counted too (every command the connection runs
 on a host: a module, or a step of a file transfer). Writes JSON to
 bench/results/ and prints a table. Needs root and podman (scripts/testbed).
@@ -115,11 +116,15 @@ def main():
     parser.add_argument("--forks", type=int, default=6)
     parser.add_argument("--pipelining", action="store_true",
                         help="reach the hosts through podman_pipelined (molecule/_shared/connection_plugins)")
+    parser.add_argument("--exec", dest="exec_with", choices=("podman", "nsenter"), default="podman",
+                        help="how podman_pipelined runs a command on a host: podman exec -i (the default, as the "
+                             "results in docs/performance.md were measured) or nsenter (as the Molecule scenarios)")
     opts = parser.parse_args()
     connection = "podman_pipelined" if opts.pipelining else "containers.podman.podman"
     env = dict(os.environ)
     if opts.pipelining:
-        env.update(ANSIBLE_CONNECTION_PLUGINS=CONNECTION_PLUGINS, ANSIBLE_PIPELINING="true")
+        env.update(ANSIBLE_CONNECTION_PLUGINS=CONNECTION_PLUGINS, ANSIBLE_PIPELINING="true",
+                   KUMA_MESH_PODMAN_EXEC=opts.exec_with)
     work = tempfile.mkdtemp(prefix="kuma-mesh-bench-fleet-")
     run([sys.executable, os.path.join(ROOT, "tests", "standins", "build_archive.py"), "--version", VERSION,
          "--out", os.path.join(work, "release")])

@@ -3,9 +3,22 @@
 # runs `podman exec` without -i, so it cannot take a module on stdin, and it
 # mounts the container on every connection; a module task then costs six
 # podman calls (mount, echo ~, mkdir, chmod, the run, rm). Here it is one
-# `podman exec -i`, and the container is mounted only when a file is copied
-# (template, copy, fetch). See docs/testing.md.
-"""containers.podman.podman, with modules piped to ``podman exec -i``.
+# command per module, and files are streamed through a command too.
+#
+# The command enters the container with nsenter, not `podman exec`: a podman
+# exec costs about 0.3 s of CPU (the podman client, conmon and runc), which
+# was most of a scenario's CPU on these 2-core machines; nsenter costs 0.01 s,
+# like a command over an SSH connection that is kept open. It enters every
+# namespace of the container's init, its root and working directory, with the
+# environment podman exec gives and the container's capability bounding set
+# (setpriv), as root. See docs/testing.md.
+"""containers.podman.podman, with modules piped to a command in the container.
+
+The command runs through ``nsenter`` into the container's namespaces (the
+default), or through ``podman exec -i`` with KUMA_MESH_PODMAN_EXEC=podman (as
+bench/bench_fleet.py measures, for comparison with its earlier results), and
+always through ``podman exec`` for a remote user other than root, a stopped
+container or a controller that is not root.
 
 With KUMA_MESH_COUNT_CALLS set to a file, every command run on a host (a
 pipelined module, another command, a file copied in or out) appends the host's name
@@ -14,44 +27,128 @@ to it, one line each: bench/bench_fleet.py counts the remote calls per host so.
 
 import os
 import shlex
+import shutil
+import subprocess
+import tempfile
 
-from ansible.module_utils.common.text.converters import to_native
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.text.converters import to_bytes, to_native
 from ansible_collections.containers.podman.plugins.connection import podman
 
 # The options are those of containers.podman.podman (ansible_podman_executable...).
 DOCUMENTATION = podman.DOCUMENTATION
 
+# What `podman exec` gives a command in these containers (podman inspect's Config.Env of the images).
+EXEC_ENV = ("TERM=xterm", "container=podman", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/root")
+# Linux capability numbers (linux/capability.h) -> setpriv's names, for the bounding set.
+CAPS = ("chown dac_override dac_read_search fowner fsetid kill setgid setuid setpcap linux_immutable "
+        "net_bind_service net_broadcast net_admin net_raw ipc_lock ipc_owner sys_module sys_rawio sys_chroot "
+        "sys_ptrace sys_pacct sys_admin sys_boot sys_nice sys_resource sys_time sys_tty_config mknod lease "
+        "audit_write audit_control setfcap mac_override mac_admin syslog wake_alarm block_suspend audit_read "
+        "perfmon bpf checkpoint_restore").split()
+PID_CACHE = os.path.join(tempfile.gettempdir(), "kuma-mesh-podman-init")
+
+
+def proc_status(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except (OSError, ValueError):
+        return {}
+
+
+def is_init_of(pid, container_id):
+    """True when pid is the init (pid 1 of its namespace) of that container: a
+    cached pid is checked so, for containers restart and names are reused."""
+    if not pid or not container_id:
+        return False
+    try:
+        with open("/proc/%d/cgroup" % pid) as f:
+            in_container = ("libpod-%s" % container_id) in f.read()
+    except OSError:
+        return False
+    return in_container and proc_status(pid).get("NSpid", "").split()[-1:] == ["1"]
+
+
+def bounding_set(pid):
+    """setpriv's --bounding-set argument for the capabilities of pid's bounding set."""
+    mask = int(proc_status(pid).get("CapBnd", "0"), 16)
+    return ",".join(["-all"] + ["+" + name for bit, name in enumerate(CAPS) if mask >> bit & 1])
+
 
 class Connection(podman.Connection):
-    """Pipes in_data (a pipelined module) to the command's stdin; mounts lazily."""
+    """Pipes in_data (a pipelined module) to the command's stdin; enters the
+    container with nsenter."""
 
     transport = "podman_pipelined"
     has_pipelining = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._mounted = False
+        self._init_pid = None
 
     def _connect(self):
-        # No `podman mount` here: most tasks only run a module.
+        # No `podman mount`: files go through a command.
         self._connected = True
         return self
 
-    def _mount(self):
-        if not self._mounted:
-            self._mounted = True
-            super()._connect()
+    def _cache_path(self):
+        return os.path.join(PID_CACHE, self._container_id.replace("/", "_"))
+
+    def _container_init(self):
+        """The pid of the container's init (on the controller), or None where
+        nsenter cannot be used; remembered across tasks in a small cache file."""
+        if (os.environ.get("KUMA_MESH_PODMAN_EXEC", "nsenter") != "nsenter" or self.user
+                or os.geteuid() != 0 or not shutil.which("nsenter")):
+            return None
+        if self._init_pid:
+            return self._init_pid
+        try:
+            with open(self._cache_path()) as f:
+                pid, container_id = f.read().split()
+            if is_init_of(int(pid), container_id):
+                self._init_pid = int(pid)
+                return self._init_pid
+        except (OSError, ValueError):
+            pass
+        rc, out, dummy = self._podman("inspect", ["--format", "{{.State.Pid}} {{.Id}}"])
+        if rc != 0:
+            return None
+        try:
+            pid, container_id = to_native(out).split()
+            pid = int(pid)
+        except ValueError:
+            return None
+        if not is_init_of(pid, container_id):  # stopped (pid 0), or not a podman container of this kind
+            return None
+        os.makedirs(PID_CACHE, exist_ok=True)
+        tmp = "%s.%d" % (self._cache_path(), os.getpid())
+        with open(tmp, "w") as f:
+            f.write("%d %s\n" % (pid, container_id))
+        os.replace(tmp, self._cache_path())
+        self._init_pid = pid
+        return pid
+
+    def _run(self, args, in_data=None):
+        """Runs args (a list) in the container as root, in_data on its stdin."""
+        pid = self._container_init()
+        if pid is None:
+            exec_args = ["exec", "-i"] + (["--user", self.user] if self.user else [])
+            return self._podman(exec_args, args, in_data)
+        local_cmd = ["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--net", "--pid",
+                     "--root", "--wd", "--", "/usr/bin/env", "-i"] + list(EXEC_ENV)
+        local_cmd += ["setpriv", "--inh-caps=-all", "--bounding-set=" + bounding_set(pid), "--"] + list(args)
+        proc = subprocess.Popen([to_bytes(a, errors="surrogate_or_strict") for a in local_cmd], shell=False,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        stdout, stderr = proc.communicate(input=in_data)
+        return proc.returncode, stdout, stderr
 
     def exec_command(self, cmd, in_data=None, sudoable=False):
         if not self._connected:
             self._connect()
         self._count()
-        if in_data is None:
-            return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
-        exec_args = ["exec", "-i"]
-        if self.user:
-            exec_args += ["--user", self.user]
-        return self._podman(exec_args, shlex.split(to_native(cmd, errors="surrogate_or_strict")), in_data)
+        return self._run(shlex.split(to_native(cmd, errors="surrogate_or_strict")), in_data)
 
     def _count(self):
         count_file = os.environ.get("KUMA_MESH_COUNT_CALLS")
@@ -65,10 +162,18 @@ class Connection(podman.Connection):
 
     def put_file(self, in_path, out_path):
         self._count()
-        self._mount()
-        return super().put_file(in_path, out_path)
+        with open(to_bytes(in_path, errors="surrogate_or_strict"), "rb") as f:
+            data = f.read()
+        rc, dummy, stderr = self._run(["/bin/sh", "-c", 'cat > "$1"', "sh", out_path], data)
+        if rc != 0:
+            raise AnsibleError("Failed to copy %s to %s in container %s: %s"
+                               % (in_path, out_path, self._container_id, to_native(stderr)))
 
     def fetch_file(self, in_path, out_path):
         self._count()
-        self._mount()
-        return super().fetch_file(in_path, out_path)
+        rc, stdout, stderr = self._run(["/bin/cat", in_path])
+        if rc != 0:
+            raise AnsibleError("Failed to fetch %s from container %s: %s"
+                               % (in_path, self._container_id, to_native(stderr)))
+        with open(to_bytes(out_path, errors="surrogate_or_strict"), "wb") as f:
+            f.write(stdout)
