@@ -5,8 +5,13 @@
 #
 #   build-image.sh [--force] [--check] TAG
 #
-# TAG is 12, 13, 12-firewalld or 13-firewalld; the image is
-# localhost/kuma-mesh-debian:TAG. The image carries the label
+# TAG is 12, 13, 12-firewalld, 13-firewalld or 12-bare; the image is
+# localhost/kuma-mesh-debian:TAG. Every image holds a local apt repository
+# with the .deb files of iptables and iproute2 it installed (/opt/kuma-mesh-apt).
+# A -bare image is made from its release's plain image (built first when it
+# is missing or stale) without the packages of packages/bare.txt, with that
+# repository as its only apt source: a host without iptables and iproute2,
+# for the transparent_proxy role to install them. The image carries the label
 # kuma.mesh.recipe=<sha256 of this script, the package lists and the suite>;
 # the build is skipped when an image with the same label exists, unless
 # --force. --check only says (exit 0: up to date, 1: needs a build).
@@ -35,13 +40,17 @@ case ${tag%%-*} in
   *) echo "build-image: unknown Debian release in tag '$tag'" >&2; exit 2 ;;
 esac
 lists=("$here/packages/base.txt")
+bare=
 case $tag in
   *-firewalld) lists+=("$here/packages/firewalld.txt") ;;
+  *-bare) bare=$repo:${tag%-bare}; lists+=("$here/packages/bare.txt") ;;
   *-*) echo "build-image: unknown variant in tag '$tag'" >&2; exit 2 ;;
 esac
 
 recipe_hash() {
-  { echo "suite=$suite"; cat "${BASH_SOURCE[0]}" "${lists[@]}"; } | sha256sum | cut -c1-16
+  { echo "suite=$suite"; cat "${BASH_SOURCE[0]}" "${lists[@]}"
+    if [ -n "$bare" ]; then podman image inspect --format '{{index .Config.Labels "kuma.mesh.recipe"}}' "$bare"; fi
+  } | sha256sum | cut -c1-16
 }
 
 debian_mirror() {
@@ -73,6 +82,7 @@ debian_mirror() {
 }
 
 image="$repo:$tag"
+if [ -n "$bare" ] && [ $check = 0 ]; then "${BASH_SOURCE[0]}" "${tag%-bare}"; fi
 hash=$(recipe_hash)
 have=$(podman image inspect --format '{{index .Config.Labels "kuma.mesh.recipe"}}' "$image" 2>/dev/null || true)
 if [ "$have" = "$hash" ] && [ $force = 0 ]; then
@@ -82,10 +92,31 @@ fi
 [ $check = 1 ] && exit 1
 
 old_id=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+replaced() {  # drops the image this one replaces (left untagged), unless a container uses it
+  local new_id
+  new_id=$(podman image inspect --format '{{.Id}}' "$image")
+  if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then podman rmi "$old_id" >/dev/null 2>&1 || true; fi
+  echo "build-image: built $image in $((SECONDS - start)) s ($(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%d MB", $1 / 1e6}'))"
+}
+start=$SECONDS
+if [ -n "$bare" ]; then
+  echo "build-image: building $image from $bare (recipe $hash)"
+  name=kuma-mesh-build-$tag-$$
+  podman rm -f "$name" >/dev/null 2>&1 || true
+  trap 'podman rm -f "$name" >/dev/null 2>&1 || true' EXIT
+  left_out=$(sed -e 's/#.*//' "$here/packages/bare.txt" | tr -s ' \t\n' ' ')
+  # shellcheck disable=SC2086  # the package names, one word each
+  podman run --name "$name" --network none "$bare" sh -ec "
+    dpkg --purge $left_out >/dev/null
+    echo 'deb [trusted=yes] file:/opt/kuma-mesh-apt ./' > /etc/apt/sources.list
+    rm -rf /var/lib/apt/lists/*"
+  podman commit --quiet --change 'CMD ["/sbin/init"]' --change "LABEL kuma.mesh.recipe=$hash" "$name" "$image" >/dev/null
+  replaced
+  exit 0
+fi
 packages=$(sed -e 's/#.*//' "${lists[@]}" | tr -s ' \t\n' '\n' | grep -v '^$' | paste -sd, -)
 mirror=$(debian_mirror)
 echo "build-image: building $image ($suite, recipe $hash)"
-start=$SECONDS
 tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/kuma-mesh-image.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 # --variant=minbase: Essential and Priority: required packages (passwd, so
@@ -105,6 +136,8 @@ mmdebstrap --quiet --variant=minbase --format=tar \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
   --dpkgopt='path-include=/usr/share/locale/locale.alias' \
   --customize-hook='rm -f "$1"/etc/machine-id "$1"/var/lib/dbus/machine-id && : > "$1"/etc/machine-id' \
+  --customize-hook='mkdir -p "$1"/opt/kuma-mesh-apt && cp "$1"/var/cache/apt/archives/iptables_*.deb "$1"/var/cache/apt/archives/iproute2_*.deb "$1"/opt/kuma-mesh-apt/' \
+  --customize-hook='chroot "$1" sh -ec "cd /opt/kuma-mesh-apt; for deb in *.deb; do dpkg-deb -f \$deb; echo Filename: ./\$deb; echo Size: \$(stat -c %s \$deb); echo SHA256: \$(sha256sum \$deb | cut -d\" \" -f1); echo; done > Packages"' \
   "$suite" "$tmp/rootfs.tar" "deb $mirror $suite main"
 podman import \
   --change 'CMD ["/sbin/init"]' \
@@ -112,7 +145,4 @@ podman import \
   --change "LABEL kuma.mesh.recipe=$hash" \
   --change "LABEL kuma.mesh.suite=$suite" --quiet \
   "$tmp/rootfs.tar" "$image" >/dev/null
-new_id=$(podman image inspect --format '{{.Id}}' "$image")
-# Drop the image this one replaces (left untagged), unless a container uses it.
-if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then podman rmi "$old_id" >/dev/null 2>&1 || true; fi
-echo "build-image: built $image in $((SECONDS - start)) s ($(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%d MB", $1 / 1e6}'))"
+replaced
