@@ -1,5 +1,6 @@
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -38,3 +39,23 @@ def servers():
     s = Servers()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def firewalld_hosts():
+    """One booted firewalld container per Debian release for the whole session (fwhost.py)."""
+    import fwhost
+    pool = fwhost.Pool()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    fwhost = sys.modules.get("fwhost")
+    for pool in getattr(fwhost, "POOLS", ()):
+        terminalreporter.write_line("firewalld containers: %(boots)d boots, %(resets)d resets "
+                                    "(%(restarts)d with firewalld restarted), %(replaced)d replaced" % pool.stats)
+        for line in pool.log:
+            terminalreporter.write_line(line)
