@@ -55,7 +55,9 @@ def firewalld_hosts():
 def pytest_terminal_summary(terminalreporter):
     fwhost = sys.modules.get("fwhost")
     for pool in getattr(fwhost, "POOLS", ()):
-        terminalreporter.write_line("firewalld containers: %(boots)d boots, %(resets)d resets "
-                                    "(%(restarts)d with firewalld restarted), %(replaced)d replaced" % pool.stats)
+        terminalreporter.write_line("firewalld containers: %d boots (%d replaced a container a reset could not put back), "
+                                    "firewalld restarted by %d resets, %d podman commands"
+                                    % (pool.stats["boots"], pool.stats["replaced"], pool.stats["restarts"],
+                                       fwhost.CALLS["podman"]))
         for line in pool.log:
             terminalreporter.write_line(line)

@@ -25,9 +25,9 @@ pytest runs on failures and Ctrl-C too) and, should that not run, at exit.
 import atexit
 import json
 import os
+import shlex
 import shutil
 import subprocess
-import time
 import uuid
 
 import ansible
@@ -51,72 +51,114 @@ PERSIST_UNIT = "kuma-mesh-tproxy.service"
 PERSIST_FILES = ("/etc/kuma-mesh", "/usr/local/sbin/kuma-mesh-tproxy-restore",
                  "/etc/systemd/system/%s" % PERSIST_UNIT)
 
-# The host's state, one section per "=== name" line (see Host.state). Counters are left out.
-STATE_SCRIPT = r"""
+# The host's state, one section per "=== name" line (see Host.state); counters are left out.
+# firewalld's runtime direct configuration and state are read with busctl: the D-Bus calls
+# firewall-cmd --direct --get-all-chains/--get-all-rules/--get-all-passthroughs and
+# --state make, without starting Python four times.
+STATE_FUNCTIONS = r"""
 section() { echo "=== $1"; }
 nocounters() { grep -v '^#' | sed -e 's/ \[[0-9]*:[0-9]*\]$//'; }
-section systemd-failed; systemctl list-units --failed --plain --no-legend --no-pager 2>&1
-section firewalld; systemctl is-active firewalld 2>&1; firewall-cmd --state 2>&1
-section direct-chains; firewall-cmd --direct --get-all-chains 2>&1
-section direct-rules; firewall-cmd --direct --get-all-rules 2>&1
-section direct-passthroughs; firewall-cmd --direct --get-all-passthroughs 2>&1
-section direct.xml; ls -ld /etc/firewalld/direct.xml 2>&1 | sed 's/^.*\(No such file\)/\1/'
-section etc-firewalld; (cd /etc/firewalld && find . -printf '%y %m %u %g %s %p %l\n' | sort \
-    && find . -type f -exec sha256sum {} + | sort -k2) 2>&1
-section iptables; iptables-save 2>&1 | nocounters
-section ip6tables; ip6tables-save 2>&1 | nocounters
-section iptables-legacy; ! command -v iptables-legacy-save >/dev/null || iptables-legacy-save 2>&1 | nocounters
-section ip6tables-legacy; ! command -v ip6tables-legacy-save >/dev/null || ip6tables-legacy-save 2>&1 | nocounters
-section nft; nft list ruleset 2>&1 | sed -e 's/counter packets [0-9]* bytes [0-9]*/counter/'
-section unit-files; systemctl list-unit-files --no-legend --no-pager 2>&1 | sort
-section etc-systemd; find /etc/systemd /run/systemd/system -printf '%y %m %p %l\n' 2>&1 | sort
-section persistence; ls -ld @FILES@ 2>&1 | sed 's/^.*\(No such file\)/\1/'
-section addresses; ip -o addr 2>&1
-section routes; ip rule 2>&1; ip -6 rule 2>&1; ip route show table all 2>&1; ip -6 route show table all 2>&1
-section users; grep '^kuma-dp:' /etc/passwd /etc/group 2>&1
+fwbus() { busctl call org.fedoraproject.FirewallD1 /org/fedoraproject/FirewallD1 "org.fedoraproject.FirewallD1$@" 2>&1; }
+firewalld_state() {
+  section firewalld; systemctl is-active firewalld 2>&1
+  busctl get-property org.fedoraproject.FirewallD1 /org/fedoraproject/FirewallD1 org.fedoraproject.FirewallD1 state 2>&1
+  section direct-chains; fwbus .direct getAllChains
+  section direct-rules; fwbus .direct getAllRules
+  section direct-passthroughs; fwbus .direct getAllPassthroughs
+  section direct.xml; ls -ld /etc/firewalld/direct.xml 2>&1 | sed 's/^.*\(No such file\)/\1/'
+  section etc-firewalld; (cd /etc/firewalld && find . -printf '%y %m %u %g %s %p %l\n' | sort \
+      && find . -type f -exec sha256sum {} + | sort -k2) 2>&1
+  section iptables; iptables-save 2>&1 | nocounters
+  section ip6tables; ip6tables-save 2>&1 | nocounters
+  section iptables-legacy; ! command -v iptables-legacy-save >/dev/null || iptables-legacy-save 2>&1 | nocounters
+  section ip6tables-legacy; ! command -v ip6tables-legacy-save >/dev/null || ip6tables-legacy-save 2>&1 | nocounters
+  section nft; nft list ruleset 2>&1 | sed -e 's/counter packets [0-9]* bytes [0-9]*/counter/'
+}
+other_state() {
+  section systemd-failed; systemctl list-units --failed --plain --no-legend --no-pager 2>&1
+  section unit-files; systemctl list-unit-files --no-legend --no-pager 2>&1 | sort
+  section etc-systemd; find /etc/systemd /run/systemd/system -printf '%y %m %p %l\n' 2>&1 | sort
+  section persistence; ls -ld @FILES@ 2>&1 | sed 's/^.*\(No such file\)/\1/'
+  section addresses; ip -o addr 2>&1
+  section routes; ip rule 2>&1; ip -6 rule 2>&1; ip route show table all 2>&1; ip -6 route show table all 2>&1
+  section users; grep '^kuma-dp:' /etc/passwd /etc/group 2>&1
+}
+# every section, and (section fingerprint) the digest of firewalld's, which Host.reset compares
+state() {
+  fw=$(firewalld_state)
+  printf '%s\n' "$fw"
+  section fingerprint; printf '%s\n' "$fw" | sha256sum | cut -c1-64
+  other_state
+}
 """.replace("@FILES@", " ".join(PERSIST_FILES))
+STATE_SCRIPT = STATE_FUNCTIONS + "state\n"
 
-# Sections a reset can fix without touching firewalld.
-FIREWALLD_SECTIONS = ("firewalld", "direct-chains", "direct-rules", "direct-passthroughs", "direct.xml", "etc-firewalld",
-                      "iptables", "ip6tables", "iptables-legacy", "ip6tables-legacy", "nft")
-
-# Wait for a condition inside the container (one podman exec, not one per try).
-WAIT_SCRIPT = r"""
-end=$(( $(date +%%s) + %(timeout)d ))
-until out=$( { %(script)s ; } 2>&1 ); do
-  [ "$(date +%%s)" -lt "$end" ] || { echo "$out"; exit 1; }
-  sleep %(interval)s
-done
-echo "$out"
+# Waits inside the container (one podman exec, not one per try): until $1 succeeds, at most $2 s.
+WAIT_FUNCTIONS = r"""
+wait_for() {
+  end=$(( $(date +%s) + $2 ))
+  until out=$(sh -c "$1" 2>&1); do
+    [ "$(date +%s)" -lt "$end" ] || { echo "timed out waiting for $1: $out" >&2; return 1; }
+    sleep 0.2
+  done
+}
 """
+SYSTEMD_UP = ("systemctl is-system-running --wait >/dev/null 2>&1; "
+              "s=$(systemctl is-system-running); [ \"$s\" = running ] || [ \"$s\" = degraded ]")
+# firewalld.service is Type=dbus: active once firewalld took its bus name; RUNNING is the
+# state firewall-cmd --state checks (the same property, read without Python)
+FIREWALLD_UP = ("systemctl is-active -q firewalld && busctl get-property org.fedoraproject.FirewallD1 "
+                "/org/fedoraproject/FirewallD1 org.fedoraproject.FirewallD1 state | grep -qx 's \"RUNNING\"'")
+BOOT_SCRIPT = WAIT_FUNCTIONS + r"""
+set -e
+wait_for '%(systemd)s' 60
+# (Debian 13's minimal image has no useradd)
+id kuma-dp >/dev/null 2>&1 || { echo 'kuma-dp:x:5678:5678::/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
+    && echo 'kuma-dp:x:5678:' >> /etc/group; }
+# Kuma installs IPv6 rules only with a non-loopback IPv6 address on the host
+ip -6 addr add 2001:db8::1/64 dev lo 2>/dev/null || true
+wait_for '%(firewalld)s' 60
+""" % dict(systemd=SYSTEMD_UP.replace("'", "'\\''"), firewalld=FIREWALLD_UP.replace("'", "'\\''"))
 
-# Puts the container back as booted (Host.reset). $1: whether firewalld's state differs.
+# Puts the container back as booted (Host.reset) and prints its state (Host.state) for the
+# proof. $1: the fingerprint of firewalld's state as booted; firewalld is stopped, its
+# configuration put back (stdin: /etc/firewalld as booted, a tar archive) and every rule in
+# the kernel flushed before it starts again - only when the fingerprint differs.
 # (iptables-legacy tables, once there, cannot be taken away in a network namespace: a
 # test that makes them gets its container replaced.)
-RESET_SCRIPT = r"""
-set -u
+RESET_SCRIPT = STATE_FUNCTIONS + WAIT_FUNCTIONS + r"""
+exec 3>&1 >&2
 # kuma_tproxy's boot persistence: the unit, its restore script and rules files
 if [ -e /etc/systemd/system/%(unit)s ] || systemctl -q is-active %(unit)s; then
   systemctl disable --now %(unit)s
 fi
-if ls -d %(files)s /etc/systemd/system/*.wants/%(unit)s >/dev/null 2>&1; then
-  rm -rf %(files)s /etc/systemd/system/*.wants/%(unit)s
-  systemctl daemon-reload
-fi
+found=
+for f in %(files)s /etc/systemd/system/*.wants/%(unit)s; do
+  if [ -e "$f" ] || [ -L "$f" ]; then rm -rf "$f"; found=yes; fi
+done
+[ -z "$found" ] || systemctl daemon-reload
 systemctl reset-failed
-if [ "$1" = yes ]; then
-  # firewalld's configuration as booted (direct.xml, firewalld.conf: RFC3964_IPv4,
-  # FirewallBackend, ...), with every rule in the kernel flushed while it is stopped
+if [ "$(firewalld_state | sha256sum | cut -c1-64)" != "$1" ]; then
+  # direct.xml, firewalld.conf (RFC3964_IPv4, FirewallBackend), ... as booted
   systemctl stop firewalld
   rm -rf /etc/firewalld
   tar -C /etc -xpf -
   nft flush ruleset
   systemctl start firewalld
+  wait_for '%(firewalld)s' 60
+  echo "firewalld restarted"
 fi
 # the addresses Host.boot adds (kuma_tproxy adds ::6/128)
-ip -6 addr flush dev lo scope global
-ip -6 addr add 2001:db8::1/64 dev lo
-"""
+if ip -6 -o addr show dev lo scope global | grep -qv ' inet6 2001:db8::1/64 ' \
+    || ! ip -6 -o addr show dev lo scope global | grep -q ' inet6 2001:db8::1/64 '; then
+  ip -6 addr flush dev lo scope global
+  ip -6 addr add 2001:db8::1/64 dev lo
+fi
+state >&3
+""" % dict(unit=PERSIST_UNIT, files=" ".join(PERSIST_FILES), firewalld=FIREWALLD_UP.replace("'", "'\\''"))
+
+
+CALLS = dict(podman=0)  # podman commands run (the terminal summary)
 
 
 def podman_env():
@@ -132,8 +174,10 @@ def podman_env():
 
 def podman(*args, **kwargs):
     check = kwargs.pop("check", True)
+    text = kwargs.pop("text", True)
+    CALLS["podman"] += 1
     return subprocess.run(["podman"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, env=podman_env(), check=check, **kwargs)
+                          universal_newlines=text, env=podman_env(), check=check, **kwargs)
 
 
 def unavailable(tag):
@@ -189,37 +233,24 @@ class Host(object):
             raise AssertionError("%s: rc=%d\n%s\n%s" % (script, proc.returncode, proc.stdout, proc.stderr))
         return proc
 
-    def wait(self, what, script, timeout=60, interval=0.2):
-        """Until ``script`` succeeds in the container: tried there in a loop, one exec."""
-        deadline = time.time() + timeout
-        while True:
-            proc = self.sh(WAIT_SCRIPT % dict(script=script, timeout=timeout, interval=interval), check=False)
-            if proc.returncode == 0:
-                return proc
-            # podman exec itself failed (container not up yet): try again
-            if time.time() > deadline or proc.returncode == 1:
-                raise AssertionError("timed out waiting for %s: %s %s" % (what, proc.stdout, proc.stderr))
-            time.sleep(interval)
+    def wait(self, what, script, timeout=60):
+        """Until ``script`` succeeds in the container (tried there every 0.2 s: one podman exec)."""
+        proc = self.sh(WAIT_FUNCTIONS + "wait_for %s %d" % (shlex.quote(script), timeout), check=False)
+        if proc.returncode != 0:
+            raise AssertionError("timed out waiting for %s: %s %s" % (what, proc.stdout, proc.stderr))
+        return proc
 
     def boot(self):
-        self.wait("systemd", "systemctl is-system-running --wait >/dev/null 2>&1; "
-                  "s=$(systemctl is-system-running); [ \"$s\" = running ] || [ \"$s\" = degraded ]")
-        # (Debian 13's minimal image has no useradd)
-        self.sh("id kuma-dp >/dev/null 2>&1 || { echo 'kuma-dp:x:5678:5678::/nonexistent:/usr/sbin/nologin' >> /etc/passwd"
-                " && echo 'kuma-dp:x:5678:' >> /etc/group; }; "
-                # Kuma installs IPv6 rules only with a non-loopback IPv6 address on the host
-                "ip -6 addr add 2001:db8::1/64 dev lo 2>/dev/null || true")
-        self.wait_firewalld()
+        """Waits for systemd and firewalld, adds the kuma-dp user and an IPv6 address (one podman exec)."""
+        self.sh(BOOT_SCRIPT)
 
     def wait_firewalld(self):
-        # firewalld.service is Type=dbus: active once firewalld has started (and took its bus name)
-        self.wait("firewalld", "systemctl is-active -q firewalld && firewall-cmd --state")
+        self.wait("firewalld", FIREWALLD_UP)
 
     def module(self, args, check=False, diff=False):
         payload = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
-        self.sh("cat > /tmp/args.json", stdin=json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-        proc = self.sh("PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=%s:%s python3 -m %s /tmp/args.json"
-                       % (COLLECTIONS, ANSIBLE_LIB, MODULE), check=False)
+        proc = self.sh("cat > /tmp/args.json && PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=%s:%s python3 -m %s /tmp/args.json"
+                       % (COLLECTIONS, ANSIBLE_LIB, MODULE), check=False, stdin=json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
         try:
             return json.loads(proc.stdout)
         except ValueError:
@@ -240,31 +271,21 @@ class Host(object):
     def save(self, family):
         return ipt.parse_save(self.sh("%s-save" % ("iptables" if family == "ipv4" else "ip6tables")).stdout)
 
-    def running(self):
-        proc = podman("inspect", "--format", "{{.State.Running}}", self.name, check=False)
-        return proc.returncode == 0 and proc.stdout.strip() == "true"
-
     def state(self):
         """{section: text}: what a test may change and the next one must not see."""
         return parse_state(self.sh(STATE_SCRIPT, check=False).stdout)
 
     def keep_pristine(self):
         """/etc/firewalld as booted (a tar archive, kept here where no test reaches it), for reset."""
-        proc = subprocess.run(["podman", "exec", self.name, "tar", "-C", "/etc", "-cpf", "-", "firewalld"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=podman_env(), check=True)
-        self.etc_firewalld = proc.stdout
+        self.etc_firewalld = podman("exec", self.name, "tar", "-C", "/etc", "-cpf", "-", "firewalld", text=False).stdout
 
-    def reset(self, state, pristine):
-        """Undo what a test left (``state``, as Host.state read it); firewalld is restarted
-        only when its state differs. Returns (rc, output)."""
-        firewalld = any(state.get(s) != pristine.get(s) for s in FIREWALLD_SECTIONS)
-        script = RESET_SCRIPT % dict(unit=PERSIST_UNIT, files=" ".join(PERSIST_FILES))
-        proc = subprocess.run(["podman", "exec", "-i", self.name, "sh", "-c", script, "reset", "yes" if firewalld else "no"],
-                              input=self.etc_firewalld if firewalld else b"", stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, env=podman_env())
-        if proc.returncode == 0 and firewalld:
-            self.wait_firewalld()
-        return proc.returncode, proc.stdout.decode("utf-8", "replace")
+    def reset(self, fingerprint):
+        """Undoes what a test left, restarting firewalld only when the fingerprint of its state
+        differs from ``fingerprint``; returns (rc, log, state as Host.state reads it)."""
+        proc = podman("exec", "-i", self.name, "sh", "-c", RESET_SCRIPT, "reset", fingerprint,
+                      input=self.etc_firewalld, check=False, text=False)
+        out, err = proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
+        return proc.returncode, err, parse_state(out)
 
     def remove(self):
         podman("rm", "-f", "-t", "0", self.name, check=False)
@@ -277,7 +298,7 @@ class Pool(object):
         self.hosts = {}
         self.pristine = {}
         self.reasons = {}
-        self.stats = dict(boots=0, resets=0, restarts=0, replaced=0)
+        self.stats = dict(boots=0, restarts=0, replaced=0)
         self.log = []
         POOLS.append(self)
         atexit.register(self.close)
@@ -303,25 +324,14 @@ class Pool(object):
             self.pristine[tag] = h.state()
             return h
         pristine = self.pristine[tag]
-        why = []
-        if h.running():
-            state = h.state()
-            if state == pristine:
-                return h
-            self.stats["resets"] += 1
-            if any(state.get(s) != pristine.get(s) for s in FIREWALLD_SECTIONS):
-                self.stats["restarts"] += 1
-            rc, out = h.reset(state, pristine)
-            if rc != 0:
-                why.append("reset failed (rc=%d): %s" % (rc, out))
-            state = h.state()
-            if state == pristine:
-                return h
-            why += differences(state, pristine)
-        else:
-            why.append("the container is not running")
-        # not as booted: a freshly booted container instead
-        self.log.append("%s: replaced %s: %s" % (tag, h.name, "\n".join(why)))
+        rc, log, state = h.reset(pristine["fingerprint"])
+        if "firewalld restarted" in log:
+            self.stats["restarts"] += 1
+        if rc == 0 and state == pristine:
+            return h
+        # not as booted (or not running at all): a freshly booted container instead
+        why = ["reset: rc=%d %s" % (rc, log)] + differences(state, pristine)
+        self.log.append("%s: replaced %s:\n%s" % (tag, h.name, "\n".join(why)))
         self.stats["replaced"] += 1
         h.remove()
         h = self._boot(tag)
