@@ -61,3 +61,17 @@ def pytest_terminal_summary(terminalreporter):
                                        fwhost.CALLS["podman"]))
         for line in pool.log:
             terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The firewalld containers go as soon as the last test that uses them is done, not at
+    the end of the whole suite (the session fixture's finalizer removes them in any case)."""
+    fwhost = sys.modules.get("fwhost")
+    if not getattr(fwhost, "POOLS", None) or "firewalld_hosts" not in getattr(item, "fixturenames", ()):
+        return
+    items = item.session.items
+    later = items[items.index(item) + 1:] if item in items else [nextitem]
+    if not any("firewalld_hosts" in getattr(i, "fixturenames", ()) for i in later if i is not None):
+        for pool in fwhost.POOLS:
+            pool.close()

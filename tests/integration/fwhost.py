@@ -25,6 +25,7 @@ pytest runs on failures and Ctrl-C too) and, should that not run, at exit.
 import atexit
 import json
 import os
+import signal
 import shlex
 import shutil
 import subprocess
@@ -291,6 +292,10 @@ class Host(object):
         podman("rm", "-f", "-t", "0", self.name, check=False)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
 class Pool(object):
     """One container per Debian release, booted on first use, put back before every use."""
 
@@ -302,6 +307,10 @@ class Pool(object):
         self.log = []
         POOLS.append(self)
         atexit.register(self.close)
+        # SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so that the containers are removed
+        self.sigterm = None
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            self.sigterm = signal.signal(signal.SIGTERM, _interrupt)
 
     def unavailable(self, tag):
         if tag not in self.reasons:
@@ -345,3 +354,6 @@ class Pool(object):
         for h in list(self.hosts.values()):
             h.remove()
         self.hosts.clear()
+        if self.sigterm is not None:
+            signal.signal(signal.SIGTERM, self.sigterm)
+            self.sigterm = None
