@@ -1,5 +1,6 @@
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -38,3 +39,39 @@ def servers():
     s = Servers()
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def firewalld_hosts():
+    """One booted firewalld container per Debian release for the whole session (fwhost.py)."""
+    import fwhost
+    pool = fwhost.Pool()
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    fwhost = sys.modules.get("fwhost")
+    for pool in getattr(fwhost, "POOLS", ()):
+        terminalreporter.write_line("firewalld containers: %d boots (%d replaced a container a reset could not put back), "
+                                    "firewalld restarted by %d resets, %d podman commands"
+                                    % (pool.stats["boots"], pool.stats["replaced"], pool.stats["restarts"],
+                                       fwhost.CALLS["podman"]))
+        for line in pool.log:
+            terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The firewalld containers go as soon as the last test that uses them is done, not at
+    the end of the whole suite (the session fixture's finalizer removes them in any case)."""
+    fwhost = sys.modules.get("fwhost")
+    if not getattr(fwhost, "POOLS", None) or "firewalld_hosts" not in getattr(item, "fixturenames", ()):
+        return
+    items = item.session.items
+    later = items[items.index(item) + 1:] if item in items else [nextitem]
+    if not any("firewalld_hosts" in getattr(i, "fixturenames", ()) for i in later if i is not None):
+        for pool in fwhost.POOLS:
+            pool.close()

@@ -1,12 +1,11 @@
 """backend: firewalld against a real firewalld, in systemd containers (Debian 12 and 13).
 
-Each test boots a throwaway container from localhost/kuma-mesh-debian:<tag>-firewalld
-(tests/containers/build-image.sh; scripts/testbed builds them) with no network,
-and runs the real module inside it the way Ansible does (an args file, JSON out).
-The target needs no Ansible: the checkout is bind-mounted read-only where
-Ansible looks for collections and the controller's own ``ansible`` package
-(only its module_utils are imported by a module) beside it; netaddr and
-firewalld's Python client come from the image's Debian packages.
+The tests run the real module inside a booted container from
+localhost/kuma-mesh-debian:<tag>-firewalld the way Ansible does (an args file, JSON
+out). One container per Debian release serves every test of the session
+(fwhost.py, the session fixture ``firewalld_hosts`` in conftest.py); before each test
+it is put back in the state it had right after its first boot, proven by comparing
+that state, or replaced by a freshly booted container.
 
 Containers are always removed. Without podman or the images the tests are
 skipped, or fail when CI=true.
@@ -14,26 +13,16 @@ skipped, or fail when CI=true.
 
 import json
 import os
-import shutil
-import subprocess
-import time
-import uuid
 
-import ansible
 import pytest
 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_config as config
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld as fwd
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_iptables as ipt
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
+from fwhost import ROOT, TAGS, podman
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GOLDEN = os.path.join(os.path.dirname(ROOT), "shared", "kuma-golden", "firewalld")
-TAGS = ("12-firewalld", "13-firewalld")
-IMAGE = "localhost/kuma-mesh-debian:%s"
-COLLECTIONS = "/usr/share/ansible/collections"
-ANSIBLE_LIB = "/opt/ansible-lib"  # holds the controller's ansible package
-MODULE = "ansible_collections.kuma.mesh.plugins.modules.kuma_tproxy"
 
 SETTINGS = {
     "kuma_dp_user": "kuma-dp",
@@ -49,121 +38,15 @@ FOREIGN_RULE = ["ipv4", "filter", "INPUT", "0", "-p", "tcp", "--dport", "9999", 
 FOREIGN_SAVED = "-A INPUT -p tcp -m tcp --dport 9999 -j ACCEPT"
 
 
-def podman_env():
-    env = dict(os.environ)
-    if not env.get("CONTAINERS_CONF"):
-        for path in (os.path.join(ROOT, ".cache", "containers", "containers.conf"),
-                     os.path.join(ROOT, "tests", "containers", "containers.conf")):
-            if os.path.isfile(path):
-                env["CONTAINERS_CONF"] = path
-                break
-    return env
-
-
-def podman(*args, **kwargs):
-    check = kwargs.pop("check", True)
-    return subprocess.run(["podman"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, env=podman_env(), check=check, **kwargs)
-
-
-def unavailable(tag):
-    if not shutil.which("podman"):
-        return "podman is not installed (scripts/testbed installs it)"
-    if podman("image", "exists", IMAGE % tag, check=False).returncode != 0:
-        return "image %s is missing (scripts/testbed builds it)" % (IMAGE % tag)
-    return None
-
-
-class Host(object):
-    """One booted systemd container with firewalld."""
-
-    def __init__(self, tag):
-        self.tag = tag
-        self.name = "kuma-mesh-fw-%s-%s" % (tag, uuid.uuid4().hex[:6])
-
-    def start(self):
-        podman(
-            "run", "-d", "--name", self.name, "--systemd=always", "--network", "none",
-            # SYS_ADMIN: Debian 13's systemd needs it to start polkit (User= with sandboxing);
-            # without polkit, firewalld 2.x waits for it and never gets to RUNNING
-            "--cap-add", "NET_ADMIN,NET_RAW,SYS_ADMIN",
-            "-v", "%s:%s/ansible_collections/kuma/mesh:ro" % (ROOT, COLLECTIONS),
-            "-v", "%s:%s/ansible:ro" % (os.path.dirname(ansible.__file__), ANSIBLE_LIB),
-            IMAGE % self.tag, "/sbin/init",
-        )
-        self.boot()
-
-    def sh(self, script, check=True, stdin=None):
-        proc = podman("exec", "-i", self.name, "sh", "-c", script, check=False, input=stdin)
-        if check and proc.returncode != 0:
-            raise AssertionError("%s: rc=%d\n%s\n%s" % (script, proc.returncode, proc.stdout, proc.stderr))
-        return proc
-
-    def wait(self, what, script, timeout=60):
-        deadline = time.time() + timeout
-        while True:
-            proc = self.sh(script, check=False)
-            if proc.returncode == 0:
-                return proc
-            if time.time() > deadline:
-                raise AssertionError("timed out waiting for %s: %s %s" % (what, proc.stdout, proc.stderr))
-            time.sleep(0.5)
-
-    def boot(self):
-        self.wait("systemd", "systemctl is-system-running --wait >/dev/null 2>&1; "
-                  "s=$(systemctl is-system-running); [ \"$s\" = running ] || [ \"$s\" = degraded ]")
-        # (Debian 13's minimal image has no useradd)
-        self.sh("id kuma-dp >/dev/null 2>&1 || { echo 'kuma-dp:x:5678:5678::/nonexistent:/usr/sbin/nologin' >> /etc/passwd"
-                " && echo 'kuma-dp:x:5678:' >> /etc/group; }")
-        # Kuma installs IPv6 rules only with a non-loopback IPv6 address on the host
-        self.sh("ip -6 addr add 2001:db8::1/64 dev lo 2>/dev/null || true")
-        self.wait_firewalld()
-
-    def wait_firewalld(self):
-        self.wait("firewalld", "systemctl is-active -q firewalld && firewall-cmd --state")
-
-    def module(self, args, check=False, diff=False):
-        payload = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
-        self.sh("cat > /tmp/args.json", stdin=json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-        proc = self.sh("PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=%s:%s python3 -m %s /tmp/args.json"
-                       % (COLLECTIONS, ANSIBLE_LIB, MODULE), check=False)
-        try:
-            return json.loads(proc.stdout)
-        except ValueError:
-            raise AssertionError("module printed no JSON (rc=%d):\n%s\n%s" % (proc.returncode, proc.stdout, proc.stderr))
-
-    def direct_xml(self):
-        return self.sh("cat /etc/firewalld/direct.xml 2>/dev/null || true").stdout
-
-    def permanent(self):
-        return fwd.DirectXml(self.direct_xml()).direct
-
-    def runtime_rules(self):
-        return self.sh("firewall-cmd --direct --get-all-rules").stdout.splitlines()
-
-    def runtime_chains(self):
-        return self.sh("firewall-cmd --direct --get-all-chains").stdout.splitlines()
-
-    def save(self, family):
-        return ipt.parse_save(self.sh("%s-save" % ("iptables" if family == "ipv4" else "ip6tables")).stdout)
-
-    def remove(self):
-        podman("rm", "-f", "-t", "0", self.name, check=False)
-
-
 @pytest.fixture(params=TAGS)
-def host(request):
-    reason = unavailable(request.param)
+def host(request, firewalld_hosts):
+    """The session's container of this Debian release, as it was right after its first boot."""
+    reason = firewalld_hosts.unavailable(request.param)
     if reason:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("firewalld integration tests cannot run in CI: " + reason)
         pytest.skip(reason)
-    h = Host(request.param)
-    try:
-        h.start()
-        yield h
-    finally:
-        h.remove()
+    return firewalld_hosts.clean(request.param)
 
 
 def wanted(settings=None, family="ipv4"):

@@ -8,7 +8,7 @@ import pytest
 
 import test_firewalld
 
-host = test_firewalld.host  # the fixture: one booted container per Debian release
+host = test_firewalld.host  # the fixture: the session's container of each Debian release, put back as booted
 
 UNIT = "kuma-mesh-tproxy.service"
 BASE = {"kuma_dp_user": "kuma-dp", "redirect": {"inbound": {"exclude_ports": [22]}}}
