@@ -56,9 +56,9 @@ def pytest_terminal_summary(terminalreporter):
     fwhost = sys.modules.get("fwhost")
     for pool in getattr(fwhost, "POOLS", ()):
         terminalreporter.write_line("firewalld containers: %d boots (%d replaced a container a reset could not put back), "
-                                    "firewalld restarted by %d resets, %d podman commands"
+                                    "firewalld restarted by %d resets, %d podman commands, %d nsenter commands"
                                     % (pool.stats["boots"], pool.stats["replaced"], pool.stats["restarts"],
-                                       fwhost.CALLS["podman"]))
+                                       fwhost.CALLS["podman"], fwhost.CALLS["nsenter"]))
         for line in pool.log:
             terminalreporter.write_line(line)
 

@@ -29,6 +29,7 @@ import signal
 import shlex
 import shutil
 import subprocess
+import sys
 import uuid
 
 import ansible
@@ -37,6 +38,8 @@ from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_firewalld 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_iptables as ipt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
+import container_exec  # noqa: E402  pylint: disable=wrong-import-position
 TAGS = ("12-firewalld", "13-firewalld")
 IMAGE = "localhost/kuma-mesh-debian:%s"
 COLLECTIONS = "/usr/share/ansible/collections"
@@ -159,7 +162,7 @@ state >&3
 """ % dict(unit=PERSIST_UNIT, files=" ".join(PERSIST_FILES), firewalld=FIREWALLD_UP.replace("'", "'\\''"))
 
 
-CALLS = dict(podman=0)  # podman commands run (the terminal summary)
+CALLS = dict(podman=0, nsenter=0)  # commands run on the controller (the terminal summary)
 
 
 def podman_env():
@@ -215,6 +218,23 @@ class Host(object):
     def __init__(self, tag):
         self.tag = tag
         self.name = "kuma-mesh-fw-%s-%s-%s" % (tag, SESSION, uuid.uuid4().hex[:6])
+        self.init = None  # the container's init, as container_exec.init_pid found it
+
+    def run(self, command, stdin=None, text=True):
+        """Runs command (a list) in the container as podman exec would, through nsenter
+        (tests/tools/container_exec.py: a podman exec costs 0.3 s of CPU, nsenter 0.01 s);
+        with podman exec where nsenter cannot be used or the container is not running."""
+        if self.init is None or not container_exec.is_init_of(*self.init):  # looked up again after a restart
+            self.init = None
+            if container_exec.usable():
+                out = podman("inspect", "--format", container_exec.INSPECT_FORMAT, self.name, check=False).stdout
+                pid = container_exec.init_pid(out)
+                self.init = (pid, out.split()[1]) if pid else None
+        if self.init is None:
+            return podman(*(["exec", "-i", self.name] + list(command)), check=False, input=stdin, text=text)
+        CALLS["nsenter"] += 1
+        return subprocess.run(container_exec.argv(self.init[0], command), input=stdin, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=text, check=False)
 
     def start(self):
         podman(
@@ -229,7 +249,7 @@ class Host(object):
         self.boot()
 
     def sh(self, script, check=True, stdin=None):
-        proc = podman("exec", "-i", self.name, "sh", "-c", script, check=False, input=stdin)
+        proc = self.run(["sh", "-c", script], stdin=stdin)
         if check and proc.returncode != 0:
             raise AssertionError("%s: rc=%d\n%s\n%s" % (script, proc.returncode, proc.stdout, proc.stderr))
         return proc
@@ -278,13 +298,15 @@ class Host(object):
 
     def keep_pristine(self):
         """/etc/firewalld as booted (a tar archive, kept here where no test reaches it), for reset."""
-        self.etc_firewalld = podman("exec", self.name, "tar", "-C", "/etc", "-cpf", "-", "firewalld", text=False).stdout
+        proc = self.run(["tar", "-C", "/etc", "-cpf", "-", "firewalld"], text=False)
+        if proc.returncode != 0:
+            raise AssertionError("cannot archive /etc/firewalld: %r" % proc.stderr)
+        self.etc_firewalld = proc.stdout
 
     def reset(self, fingerprint):
         """Undoes what a test left, restarting firewalld only when the fingerprint of its state
         differs from ``fingerprint``; returns (rc, log, state as Host.state reads it)."""
-        proc = podman("exec", "-i", self.name, "sh", "-c", RESET_SCRIPT, "reset", fingerprint,
-                      input=self.etc_firewalld, check=False, text=False)
+        proc = self.run(["sh", "-c", RESET_SCRIPT, "reset", fingerprint], stdin=self.etc_firewalld, text=False)
         out, err = proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
         return proc.returncode, err, parse_state(out)
 

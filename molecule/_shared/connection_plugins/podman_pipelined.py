@@ -25,9 +25,9 @@ pipelined module, another command, a file copied in or out) appends the host's n
 to it, one line each: bench/bench_fleet.py counts the remote calls per host so.
 """
 
+import importlib.util
 import os
 import shlex
-import shutil
 import subprocess
 import tempfile
 
@@ -35,46 +35,22 @@ from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_bytes, to_native
 from ansible_collections.containers.podman.plugins.connection import podman
 
+
+def _load_container_exec():
+    """tests/tools/container_exec.py: how a command enters a container (shared with the tests)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tests", "tools",
+                        "container_exec.py")
+    spec = importlib.util.spec_from_file_location("kuma_mesh_container_exec", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+container_exec = _load_container_exec()
+
 # The options are those of containers.podman.podman (ansible_podman_executable...).
 DOCUMENTATION = podman.DOCUMENTATION
-
-# What `podman exec` gives a command in these containers (podman inspect's Config.Env of the images).
-EXEC_ENV = ("TERM=xterm", "container=podman", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME=/root")
-# Linux capability numbers (linux/capability.h) -> setpriv's names, for the bounding set.
-CAPS = ("chown dac_override dac_read_search fowner fsetid kill setgid setuid setpcap linux_immutable "
-        "net_bind_service net_broadcast net_admin net_raw ipc_lock ipc_owner sys_module sys_rawio sys_chroot "
-        "sys_ptrace sys_pacct sys_admin sys_boot sys_nice sys_resource sys_time sys_tty_config mknod lease "
-        "audit_write audit_control setfcap mac_override mac_admin syslog wake_alarm block_suspend audit_read "
-        "perfmon bpf checkpoint_restore").split()
 PID_CACHE = os.path.join(tempfile.gettempdir(), "kuma-mesh-podman-init")
-
-
-def proc_status(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-    except (OSError, ValueError):
-        return {}
-
-
-def is_init_of(pid, container_id):
-    """True when pid is the init (pid 1 of its namespace) of that container: a
-    cached pid is checked so, for containers restart and names are reused."""
-    if not pid or not container_id:
-        return False
-    try:
-        with open("/proc/%d/cgroup" % pid) as f:
-            in_container = ("libpod-%s" % container_id) in f.read()
-    except OSError:
-        return False
-    return in_container and proc_status(pid).get("NSpid", "").split()[-1:] == ["1"]
-
-
-def bounding_set(pid):
-    """setpriv's --bounding-set argument for the capabilities of pid's bounding set."""
-    mask = int(proc_status(pid).get("CapBnd", "0"), 16)
-    return ",".join(["-all"] + ["+" + name for bit, name in enumerate(CAPS) if mask >> bit & 1])
 
 
 class Connection(podman.Connection):
@@ -99,29 +75,23 @@ class Connection(podman.Connection):
     def _container_init(self):
         """The pid of the container's init (on the controller), or None where
         nsenter cannot be used; remembered across tasks in a small cache file."""
-        if (os.environ.get("KUMA_MESH_PODMAN_EXEC", "nsenter") != "nsenter" or self.user
-                or os.geteuid() != 0 or not shutil.which("nsenter")):
+        if os.environ.get("KUMA_MESH_PODMAN_EXEC", "nsenter") != "nsenter" or self.user or not container_exec.usable():
             return None
         if self._init_pid:
             return self._init_pid
         try:
             with open(self._cache_path()) as f:
                 pid, container_id = f.read().split()
-            if is_init_of(int(pid), container_id):
+            if container_exec.is_init_of(int(pid), container_id):
                 self._init_pid = int(pid)
                 return self._init_pid
         except (OSError, ValueError):
             pass
-        rc, out, dummy = self._podman("inspect", ["--format", "{{.State.Pid}} {{.Id}}"])
-        if rc != 0:
+        rc, out, dummy = self._podman("inspect", ["--format", container_exec.INSPECT_FORMAT])
+        pid = container_exec.init_pid(to_native(out)) if rc == 0 else None
+        if pid is None:  # stopped, or not a podman container of this kind: podman exec says why
             return None
-        try:
-            pid, container_id = to_native(out).split()
-            pid = int(pid)
-        except ValueError:
-            return None
-        if not is_init_of(pid, container_id):  # stopped (pid 0), or not a podman container of this kind
-            return None
+        container_id = to_native(out).split()[1]
         os.makedirs(PID_CACHE, exist_ok=True)
         tmp = "%s.%d" % (self._cache_path(), os.getpid())
         with open(tmp, "w") as f:
@@ -136,9 +106,7 @@ class Connection(podman.Connection):
         if pid is None:
             exec_args = ["exec", "-i"] + (["--user", self.user] if self.user else [])
             return self._podman(exec_args, args, in_data)
-        local_cmd = ["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--net", "--pid",
-                     "--root", "--wd", "--", "/usr/bin/env", "-i"] + list(EXEC_ENV)
-        local_cmd += ["setpriv", "--inh-caps=-all", "--bounding-set=" + bounding_set(pid), "--"] + list(args)
+        local_cmd = container_exec.argv(pid, args)
         proc = subprocess.Popen([to_bytes(a, errors="surrogate_or_strict") for a in local_cmd], shell=False,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         stdout, stderr = proc.communicate(input=in_data)
