@@ -97,7 +97,7 @@ state() {
 """.replace("@FILES@", " ".join(PERSIST_FILES))
 STATE_SCRIPT = STATE_FUNCTIONS + "state\n"
 
-# Waits inside the container (one podman exec, not one per try): until $1 succeeds, at most $2 s.
+# Waits inside the container (one command, not one per try): until $1 succeeds, at most $2 s.
 WAIT_FUNCTIONS = r"""
 wait_for() {
   end=$(( $(date +%s) + $2 ))
@@ -255,14 +255,14 @@ class Host(object):
         return proc
 
     def wait(self, what, script, timeout=60):
-        """Until ``script`` succeeds in the container (tried there every 0.2 s: one podman exec)."""
+        """Until ``script`` succeeds in the container (tried there every 0.2 s: one command)."""
         proc = self.sh(WAIT_FUNCTIONS + "wait_for %s %d" % (shlex.quote(script), timeout), check=False)
         if proc.returncode != 0:
             raise AssertionError("timed out waiting for %s: %s %s" % (what, proc.stdout, proc.stderr))
         return proc
 
     def boot(self):
-        """Waits for systemd and firewalld, adds the kuma-dp user and an IPv6 address (one podman exec)."""
+        """Waits for systemd and firewalld, adds the kuma-dp user and an IPv6 address (one command)."""
         self.sh(BOOT_SCRIPT)
 
     def wait_firewalld(self):
