@@ -71,8 +71,8 @@ def background_job(item, env):
 
 def expected(name):
     """Seconds a line takes beside the scenarios (its own venv, unit tests,
-    sanity and one scenario; 253 s in the run of docs/performance.md)."""
-    return 260
+    sanity and one scenario; 194 s in the run of docs/performance.md)."""
+    return 195
 
 
 @pytest.mark.matrix

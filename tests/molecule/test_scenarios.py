@@ -30,18 +30,18 @@ TAIL = 80
 # first, and the order their tests report in, shortest first. A scenario not
 # listed counts as 600 s.
 EXPECTED = {
-    "fleet": 600,
-    "fleet-upgrade": 500,
-    "dataplane-install": 390,
-    "dataplane-upgrade": 380,
-    "fleet-upgrade-stop": 300,
-    "dataplane-airgap": 270,
-    "tproxy-firewalld": 240,
-    "dataplane-config": 240,
-    "tproxy-lifecycle": 170,
-    "dataplane-uninstall": 160,
-    "tproxy-default": 90,
-    "testbed": 85,
+    "fleet": 330,
+    "fleet-upgrade": 280,
+    "dataplane-install": 230,
+    "dataplane-upgrade": 215,
+    "fleet-upgrade-stop": 155,
+    "dataplane-config": 135,
+    "dataplane-airgap": 130,
+    "dataplane-uninstall": 115,
+    "tproxy-firewalld": 95,
+    "tproxy-lifecycle": 90,
+    "tproxy-default": 70,
+    "testbed": 45,
 }
 
 
