@@ -49,7 +49,8 @@ esac
 
 recipe_hash() {
   { echo "suite=$suite"; cat "${BASH_SOURCE[0]}" "${lists[@]}"
-    if [ -n "$bare" ]; then podman image inspect --format '{{index .Config.Labels "kuma.mesh.recipe"}}' "$bare"; fi
+    # (no label when the plain image is missing: then this one is stale too)
+    if [ -n "$bare" ]; then podman image inspect --format '{{index .Config.Labels "kuma.mesh.recipe"}}' "$bare" 2>/dev/null || true; fi
   } | sha256sum | cut -c1-16
 }
 
