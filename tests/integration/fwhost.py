@@ -218,7 +218,7 @@ class Host(object):
     def __init__(self, tag):
         self.tag = tag
         self.name = "kuma-mesh-fw-%s-%s-%s" % (tag, SESSION, uuid.uuid4().hex[:6])
-        self.init = None  # the container's init, as container_exec.init_pid found it
+        self.init = None  # the container's init (container_exec.Init), as container_exec.find_init found it
 
     def run(self, command, stdin=None, text=True):
         """Runs command (a list) in the container as podman exec would, through nsenter
@@ -227,13 +227,12 @@ class Host(object):
         if self.init is None or not container_exec.is_init_of(*self.init):  # looked up again after a restart
             self.init = None
             if container_exec.usable():
-                out = podman("inspect", "--format", container_exec.INSPECT_FORMAT, self.name, check=False).stdout
-                pid = container_exec.init_pid(out)
-                self.init = (pid, out.split()[1]) if pid else None
+                self.init = container_exec.find_init(
+                    podman("inspect", "--format", container_exec.INSPECT_FORMAT, self.name, check=False).stdout)
         if self.init is None:
             return podman(*(["exec", "-i", self.name] + list(command)), check=False, input=stdin, text=text)
         CALLS["nsenter"] += 1
-        return subprocess.run(container_exec.argv(self.init[0], command), input=stdin, stdout=subprocess.PIPE,
+        return subprocess.run(container_exec.argv(self.init.pid, command), input=stdin, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, universal_newlines=text, check=False)
 
     def start(self):

@@ -11,7 +11,9 @@ capability bounding set (setpriv, inside the container). Not applied: the
 container's seccomp filter and cgroup. See docs/testing.md.
 """
 
+import collections
 import os
+import shutil
 
 # What `podman exec` gives a command in these containers (their images' Config.Env).
 EXEC_ENV = ("TERM=xterm", "container=podman", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -22,13 +24,15 @@ CAPS = ("chown dac_override dac_read_search fowner fsetid kill setgid setuid set
         "sys_ptrace sys_pacct sys_admin sys_boot sys_nice sys_resource sys_time sys_tty_config mknod lease "
         "audit_write audit_control setfcap mac_override mac_admin syslog wake_alarm block_suspend audit_read "
         "perfmon bpf checkpoint_restore").split()
-INSPECT_FORMAT = "{{.State.Pid}} {{.Id}}"  # podman inspect --format: what init_pid needs
+INSPECT_FORMAT = "{{.State.Pid}} {{.Id}}"  # podman inspect --format: what find_init needs
+# A container's init: its pid on the controller and the container's id, which
+# is_init_of checks the pid against before each use.
+Init = collections.namedtuple("Init", ["pid", "container_id"])
 
 
 def usable():
     """nsenter can stand in for podman exec: root, and nsenter on PATH."""
-    return os.geteuid() == 0 and any(os.access(os.path.join(d, "nsenter"), os.X_OK)
-                                     for d in os.environ.get("PATH", "").split(os.pathsep) if d)
+    return os.geteuid() == 0 and shutil.which("nsenter") is not None
 
 
 def proc_status(pid):
@@ -52,15 +56,16 @@ def is_init_of(pid, container_id):
     return in_container and proc_status(pid).get("NSpid", "").split()[-1:] == ["1"]
 
 
-def init_pid(inspected):
-    """The init's pid from `podman inspect --format INSPECT_FORMAT` output, or
-    None when the container is not running (pid 0) or is not one of these."""
+def find_init(inspected):
+    """The Init from `podman inspect --format INSPECT_FORMAT` output (or from a
+    cache of it), or None when the container is not running (pid 0), is not one
+    of these, or the text is not that output."""
     try:
         pid, container_id = inspected.split()
-        pid = int(pid)
+        init = Init(int(pid), container_id)
     except ValueError:
         return None
-    return pid if is_init_of(pid, container_id) else None
+    return init if is_init_of(*init) else None
 
 
 def bounding_set(pid):

@@ -81,24 +81,21 @@ class Connection(podman.Connection):
             return self._init_pid
         try:
             with open(self._cache_path()) as f:
-                pid, container_id = f.read().split()
-            if container_exec.is_init_of(int(pid), container_id):
-                self._init_pid = int(pid)
-                return self._init_pid
-        except (OSError, ValueError):
-            pass
-        rc, out, dummy = self._podman("inspect", ["--format", container_exec.INSPECT_FORMAT])
-        pid = container_exec.init_pid(to_native(out)) if rc == 0 else None
-        if pid is None:  # stopped, or not a podman container of this kind: podman exec says why
-            return None
-        container_id = to_native(out).split()[1]
-        os.makedirs(PID_CACHE, exist_ok=True)
-        tmp = "%s.%d" % (self._cache_path(), os.getpid())
-        with open(tmp, "w") as f:
-            f.write("%d %s\n" % (pid, container_id))
-        os.replace(tmp, self._cache_path())
-        self._init_pid = pid
-        return pid
+                init = container_exec.find_init(f.read())
+        except OSError:
+            init = None
+        if init is None:
+            rc, out, dummy = self._podman("inspect", ["--format", container_exec.INSPECT_FORMAT])
+            init = container_exec.find_init(to_native(out)) if rc == 0 else None
+            if init is None:  # stopped, or not a podman container of this kind: podman exec says why
+                return None
+            os.makedirs(PID_CACHE, exist_ok=True)
+            tmp = "%s.%d" % (self._cache_path(), os.getpid())
+            with open(tmp, "w") as f:
+                f.write("%d %s\n" % init)
+            os.replace(tmp, self._cache_path())
+        self._init_pid = init.pid
+        return init.pid
 
     def _run(self, args, in_data=None):
         """Runs args (a list) in the container as root, in_data on its stdin."""
