@@ -465,6 +465,9 @@ def interface_problem(name):
 
 
 def path_problem(path):
+    """Why ``path`` is not an absolute path we read or write, or None: the one grammar
+    of every path option (printable ASCII letters, digits and ``_./+@%=,~-``, no
+    ``..`` component, at most 4095 characters)."""
     if not _is_str(path) or not path:
         return "is empty"
     if has_control(path) or any(ord(c) > 126 for c in path):
@@ -475,6 +478,8 @@ def path_problem(path):
         return "is longer than 4095 characters"
     if not _PATH.match(path):
         return "contains a character other than letters, digits and _./+@%=,~-"
+    if ".." in path.split("/"):
+        return "has a '..' component (give the path without it)"
     return None
 
 
