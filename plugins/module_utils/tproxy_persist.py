@@ -42,7 +42,7 @@ DEFAULT_RFC3964_BACKUP = "/etc/kuma-mesh/firewalld-rfc3964-ipv4.orig"
 RFC3964_KEY = re.compile(r"^\s*RFC3964_IPv4\s*=")
 DNAT_ACCEPT = "ct status dnat accept"
 SEARCH_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
-_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]{1,246}\.service$")
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]{1,246}\.service\Z")
 
 # -- the module's options beside the rules' ------------------------------------------
 
