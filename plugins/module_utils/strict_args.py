@@ -152,9 +152,8 @@ def check(argument_spec, params, path="", errors=None):
             if not isinstance(key, str) or (not path and key.startswith("_ansible_")):
                 continue
             if key not in argument_spec:
-                errors.append("%s: unknown option (known: %s)" % (
-                    _join(path, show(key)[1:-1] if isinstance(key, str) else show(key)),
-                    ", ".join(sorted(argument_spec))))
+                errors.append("%s: %s is not an option (known: %s)" % (
+                    path or "options", show(key), ", ".join(sorted(argument_spec))))
         for key, spec in argument_spec.items():
             _check_option(errors, _join(path, key), params.get(key), spec or {})
     except Exception as exc:  # pylint: disable=broad-except  # a bug here must not be a traceback

@@ -345,7 +345,7 @@ def main():
     spec = Spec(**params)
     errors = validate(spec)
     if errors:
-        module.fail_json(msg="; ".join(errors), errors=errors)
+        module.fail_json(msg="; ".join(errors), errors=errors, changed=False)
 
     def run_command(argv):
         return module.run_command(argv)
