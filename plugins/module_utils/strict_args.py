@@ -177,7 +177,8 @@ def strict_module(module_class, argument_spec, prefix="invalid options: ", **kwa
     from ansible.module_utils import basic  # only on the target, inside a module run
 
     params = basic._load_params()  # pylint: disable=protected-access  # cached: AnsibleModule reads the same
-    errors = check(argument_spec, params)
+    # None: no options were loaded (tools such as ansible-test's validate-modules); AnsibleModule decides
+    errors = [] if params is None else check(argument_spec, params)
     if not errors:
         return module_class(argument_spec=argument_spec, **kwargs)
     loose = dict((k, v) for k, v in kwargs.items() if k in ("supports_check_mode", "no_log"))
