@@ -24,9 +24,9 @@ except ImportError:  # pragma: no cover
     AnsibleFilterError = ValueError
 
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$")
-SAFE_ARG_RE = re.compile(r"^[A-Za-z0-9_=:/.,@+-]+$")
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?\Z")
+SAFE_ARG_RE = re.compile(r"^[A-Za-z0-9_=:/.,@+-]+\Z")
 
 # The settings of kuma_dp_tproxy the role has defaults for (different from
 # kuma_tproxy's where Kuma's kuma-dp differs), by path.

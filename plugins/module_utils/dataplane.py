@@ -36,9 +36,13 @@ import ipaddress
 import json
 import os
 import re
+import stat
 import tempfile
 
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
+
+from ansible_collections.kuma.mesh.plugins.module_utils.strict_args import show
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import path_problem
 
 SERVICE_TAG = "kuma.io/service"
 PROTOCOL_TAG = "kuma.io/protocol"
@@ -1316,15 +1320,57 @@ def _read(b_path):
         return None
 
 
+_MODE_OCTAL = re.compile(r"\A0?[0-7]{3,4}\Z")
+_MODE_SYMBOLIC = re.compile(r"\A[ugoa]*[-+=][rwxXst]*(,[ugoa]*[-+=][rwxXst]*)*\Z")
+
+
+def mode_problem(mode):
+    """Why ``mode`` is not a file mode, or None: an octal string (``0640``, ``640``),
+    a symbolic mode (``u=rw,g=r``) or an int from 0 to 0o7777 (taken as the number)."""
+    if mode is None:
+        return None
+    if isinstance(mode, bool):
+        return "is not a file mode"
+    if isinstance(mode, int):
+        return None if 0 <= mode <= 0o7777 else "is not a file mode (0 to 0o7777)"
+    if isinstance(mode, str) and (_MODE_OCTAL.match(mode) or _MODE_SYMBOLIC.match(mode)):
+        return None
+    return "is not a file mode (octal such as '0640', or symbolic such as 'u=rw,g=r')"
+
+
+def target_errors(path, mode):
+    """The errors of ``path`` and ``mode``, before anything is read or written: the
+    collection's path grammar, and an existing target must be a regular file (never a
+    device, a directory, a FIFO...: writing or removing it would damage the host)."""
+    errors = []
+    problem = path_problem(path)
+    if problem:
+        errors.append("path: %s %s" % (show(path), problem))
+    else:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            errors.append("path: %s is a directory" % show(path))
+        elif st is not None and not stat.S_ISREG(st.st_mode):
+            errors.append("path: %s exists and is not a regular file" % show(path))
+    problem = mode_problem(mode)
+    if problem:
+        errors.append("mode: %s %s" % (show(mode), problem))
+    return errors
+
+
 def run(module):
     """Validate, then write (or remove) the file; returns the result for exit_json."""
     params = module.params
     path = params["path"]
-    b_path = to_bytes(path, errors="surrogate_or_strict")
     result = dict(changed=False, path=path)
-
-    if os.path.isdir(b_path):
-        module.fail_json(msg="path: %r is a directory" % path, **result)
+    errors = target_errors(path, params.get("mode"))
+    if errors:
+        result["errors"] = errors
+        module.fail_json(msg="invalid options: " + "; ".join(errors), **result)
+    b_path = to_bytes(path, errors="surrogate_or_strict")
 
     if params["state"] == "absent":
         before = _read(b_path)

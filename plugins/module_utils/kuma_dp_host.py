@@ -37,11 +37,16 @@ try:  # Python 3
 except ImportError:  # pragma: no cover
     HTTPConnection = urlsplit = None
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,30}\$?$")
+from ansible_collections.kuma.mesh.plugins.module_utils.strict_args import show
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import path_problem
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,30}\$?\Z")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9:_.@-]{1,246}\.service\Z")
+FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,255}\Z")
 NOLOGIN = "/usr/sbin/nologin"
 NOHOME = "/nonexistent"
 COMMENT = "Kuma data plane proxy"
@@ -122,12 +127,27 @@ def validate(spec):
     if spec.archive_sha256 and not SHA256_RE.match(spec.archive_sha256):
         errors.append("archive_sha256: %r is not 64 lower-case hex digits" % (spec.archive_sha256,))
     for binary in spec.binaries:
-        if not re.match(r"^[A-Za-z0-9_.-]+$", binary) or binary in (".", ".."):
+        if not re.match(r"^[A-Za-z0-9_.-]+\Z", binary) or binary in (".", ".."):
             errors.append("binaries: %r is not a file name" % (binary,))
     for opt in ("config_dir", "install_dir", "unit_path"):
         value = getattr(spec, opt)
-        if not isinstance(value, str) or not value.startswith("/") or CONTROL_RE.search(value) or "/../" in value + "/":
-            errors.append("%s: %r must be an absolute path without '..' or control characters" % (opt, value))
+        problem = path_problem(value)
+        if problem:
+            errors.append("%s: %s %s" % (opt, show(value), problem))
+    if not isinstance(spec.unit_name, str) or not UNIT_NAME_RE.match(spec.unit_name):
+        errors.append("unit_name: %s is not a systemd service name (letters, digits and :_.@- ending in .service)"
+                      % show(spec.unit_name))
+    elif isinstance(spec.unit_path, str) and os.path.basename(spec.unit_path) != spec.unit_name:
+        errors.append("unit_path: %s is not a file named after unit_name %s (systemd needs the unit file's name "
+                      "to be the unit's)" % (show(spec.unit_path), show(spec.unit_name)))
+    if spec.archive_top is not None and (not isinstance(spec.archive_top, str) or not FILE_NAME_RE.match(spec.archive_top)
+                                         or spec.archive_top in (".", "..")):
+        errors.append("archive_top: %s is not a directory name (letters, digits and _.+-)" % show(spec.archive_top))
+    for index, entry in enumerate(spec.app_users or []):
+        uid = int(entry) if isinstance(entry, str) and re.match(r"^[0-9]{1,10}\Z", entry) else entry
+        if isinstance(uid, bool) or not isinstance(uid, (str, int)) or (isinstance(uid, int) and not 0 <= uid <= 4294967294) \
+                or (isinstance(uid, str) and not ACCOUNT_RE.match(uid)):
+            errors.append("app_users[%d]: %s is not a user name or a uid" % (index, show(entry)))
     return errors
 
 

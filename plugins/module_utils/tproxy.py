@@ -193,6 +193,8 @@ class Engine(object):
         if self.present and dns["enabled"] and not dns["capture_all"]:
             for line in f.dns_ignored:
                 self.warn("%s: ignored %r (not an IP address, as glibc ignores it)" % (dns["resolv_conf"], line))
+        if self.options is not None and self.options.boot is not None:
+            errors += persist.foreign_files(self.options.boot)
         if errors:
             raise TproxyFailure("invalid options: " + "; ".join(errors), errors=errors)
 

@@ -202,19 +202,19 @@ class ConfigError(Exception):
 # -- small grammar helpers ---------------------------------------------------
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
-_DIGITS = re.compile(r"^[0-9]+$")
-_IPV4 = re.compile(r"^(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}$")
-_IPV6_CHARS = re.compile(r"^[0-9A-Fa-f:.]+$")
-_PREFIX = re.compile(r"^(0|[1-9][0-9]{0,2})$")
+_DIGITS = re.compile(r"^[0-9]+\Z")
+_IPV4 = re.compile(r"^(0|[1-9][0-9]{0,2})(\.(0|[1-9][0-9]{0,2})){3}\Z")
+_IPV6_CHARS = re.compile(r"^[0-9A-Fa-f:.]+\Z")
+_PREFIX = re.compile(r"^(0|[1-9][0-9]{0,2})\Z")
 # Interface names: what the kernel allows (1-15 bytes, not . or .., no /, :
 # or whitespace) narrowed to a conservative printable set; a trailing + is
 # iptables' prefix wildcard (Kuma's "br+:172.18.0.0/16").
-_IFACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
-_IFACE_WILDCARD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,13}\+$")
+_IFACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}\Z")
+_IFACE_WILDCARD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,13}\+\Z")
 # User names as shadow-utils takes them (plus a leading digit, which
 # Debian's adduser allows), or a numeric uid.
-_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,30}\$?$")
-_PATH = re.compile(r"^/[A-Za-z0-9_./+@%=,~-]*$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,30}\$?\Z")
+_PATH = re.compile(r"^/[A-Za-z0-9_./+@%=,~-]*\Z")
 _DURATION = re.compile(r"^([0-9]*(\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 _DURATION_UNITS = {
     "ns": 1e-9,
@@ -465,6 +465,9 @@ def interface_problem(name):
 
 
 def path_problem(path):
+    """Why ``path`` is not an absolute path we read or write, or None: the one grammar
+    of every path option (printable ASCII letters, digits and ``_./+@%=,~-``, no
+    ``..`` component, at most 4095 characters)."""
     if not _is_str(path) or not path:
         return "is empty"
     if has_control(path) or any(ord(c) > 126 for c in path):
@@ -475,6 +478,8 @@ def path_problem(path):
         return "is longer than 4095 characters"
     if not _PATH.match(path):
         return "contains a character other than letters, digits and _./+@%=,~-"
+    if ".." in path.split("/"):
+        return "has a '..' component (give the path without it)"
     return None
 
 

@@ -42,7 +42,7 @@ DEFAULT_RFC3964_BACKUP = "/etc/kuma-mesh/firewalld-rfc3964-ipv4.orig"
 RFC3964_KEY = re.compile(r"^\s*RFC3964_IPv4\s*=")
 DNAT_ACCEPT = "ct status dnat accept"
 SEARCH_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
-_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]{1,246}\.service$")
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]{1,246}\.service\Z")
 
 # -- the module's options beside the rules' ------------------------------------------
 
@@ -517,6 +517,53 @@ def parse_show(text):
             values[key.strip()] = value.strip()
     return UnitState(values.get("LoadState", ""), values.get("ActiveState", ""), values.get("UnitFileState", ""),
                      values.get("NeedDaemonReload", "no") == "yes")
+
+
+_OWN_DIR_FILES = ("ipv4.rules", "ipv6.rules", "iptables-mode")
+
+
+def _written_by_us(path):
+    """Whether ``path`` is a regular file with kuma.mesh's header in its first two lines."""
+    try:
+        if os.path.islink(path) or not os.path.isfile(path):
+            return False
+        with open(path, "rb") as f:
+            head = f.read(512).split(b"\n")[:2]
+    except (IOError, OSError):
+        return False
+    return any(line.strip() == ("# " + HEADER).encode("ascii") for line in head)
+
+
+def foreign_files(boot, unit_dir=None):
+    """Errors for the files and directory the boot persistence would write, take over or
+    remove that are not kuma.mesh's (no header; a directory holding other files), so
+    that a path option naming a system file (``/bin/sh``, ``ssh.service``, ``/tmp``)
+    fails with nothing changed instead of overwriting or removing it."""
+    errors = []
+    unit_dir = UNIT_DIR if unit_dir is None else unit_dir
+    for name, path in (("boot_persistence.unit", os.path.join(unit_dir, boot.unit)),
+                       ("boot_persistence.script", boot.script),
+                       ("boot_persistence.dir", os.path.join(boot.dir, "ipv4.rules")),
+                       ("boot_persistence.dir", os.path.join(boot.dir, "ipv6.rules"))):
+        if os.path.lexists(path) and not _written_by_us(path):
+            errors.append("%s: %r exists and was not written by kuma.mesh (no '# %s' line); it is neither "
+                          "overwritten nor removed" % (name, path, HEADER))
+    mode_file = os.path.join(boot.dir, "iptables-mode")
+    if os.path.lexists(mode_file) and read_file(mode_file).content not in (b"nft\n", b"legacy\n"):
+        errors.append("boot_persistence.dir: %r exists and was not written by kuma.mesh; it is neither "
+                      "overwritten nor removed" % mode_file)
+    if os.path.lexists(boot.dir):
+        try:
+            others = sorted(set(os.listdir(boot.dir)) - set(_OWN_DIR_FILES)) if os.path.isdir(boot.dir) else None
+        except OSError as exc:
+            others = ["(cannot be listed: %s)" % exc]
+        if others is None or os.path.islink(boot.dir):
+            errors.append("boot_persistence.dir: %r exists and is not a directory" % boot.dir)
+        elif others:
+            errors.append("boot_persistence.dir: %r holds files kuma.mesh did not write (%s); the directory is "
+                          "made root's with mode 0750 and removed with the unit, so it must be kuma.mesh's own"
+                          % (boot.dir, ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")))
+    return errors
 
 
 class BootPersistence(object):

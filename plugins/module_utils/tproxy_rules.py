@@ -135,9 +135,9 @@ class UnsafeRule(ValueError):
 
 # Values (addresses, ports, interface names, chain names, protocols...):
 # never a leading '-' or '!', nothing iptables-restore would split or unquote.
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_:][A-Za-z0-9_.:/,+-]*$")
-_SAFE_FLAG = re.compile(r"^(!|-[a-zA-Z]|--[a-z][a-z0-9-]*)$")
-_COMMENT_CHARS = re.compile(r"^[\x20-\x7e]*$")
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_:][A-Za-z0-9_.:/,+-]*\Z")
+_SAFE_FLAG = re.compile(r"^(!|-[a-zA-Z]|--[a-z][a-z0-9-]*)\Z")
+_COMMENT_CHARS = re.compile(r"^[\x20-\x7e]*\Z")
 
 
 def safe_token(text, flag=False):

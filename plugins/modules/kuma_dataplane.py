@@ -646,6 +646,8 @@ errors:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kuma.mesh.plugins.module_utils.strict_args import strict_module
+
 from ansible_collections.kuma.mesh.plugins.module_utils.dataplane import run
 
 ARGUMENT_SPEC = dict(
@@ -800,8 +802,9 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
+    module = strict_module(
+        AnsibleModule,
+        ARGUMENT_SPEC,
         required_if=[("state", "present", ("kuma_version", "name", "address"))],
         supports_check_mode=True,
     )

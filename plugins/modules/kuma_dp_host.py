@@ -290,14 +290,17 @@ uid:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kuma.mesh.plugins.module_utils.strict_args import strict_module
+
 from ansible_collections.kuma.mesh.plugins.module_utils.kuma_dp_host import (
     HostError, Spec, apply, gather, plan, plan_absent, probe_ready, validate,
 )
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    module = strict_module(
+        AnsibleModule,
+        dict(
             user=dict(type="str", required=True),
             group=dict(type="str", required=True),
             uid=dict(type="int", required=True),
@@ -336,12 +339,13 @@ def main():
         ),
         required_if=[("state", "present", ("version", "binaries", "archive_top"))],
         supports_check_mode=True,
+        prefix="",
     )
     params = dict((field, module.params[field]) for field in Spec._fields)
     spec = Spec(**params)
     errors = validate(spec)
     if errors:
-        module.fail_json(msg="; ".join(errors), errors=errors)
+        module.fail_json(msg="; ".join(errors), errors=errors, changed=False)
 
     def run_command(argv):
         return module.run_command(argv)

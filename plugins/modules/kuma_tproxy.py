@@ -830,11 +830,13 @@ firewalld:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kuma.mesh.plugins.module_utils.strict_args import strict_module
+
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy import ARGUMENT_SPEC, run
 
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = strict_module(AnsibleModule, ARGUMENT_SPEC, supports_check_mode=True)
     outcome = run(module.params, check_mode=module.check_mode, diff_mode=module._diff)
     for warning in outcome.warnings:
         module.warn(warning)

@@ -222,6 +222,8 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.kuma.mesh.plugins.module_utils.strict_args import strict_module
+
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_check import (
     CheckFailed,
     CheckInputError,
@@ -251,7 +253,7 @@ ARGUMENT_SPEC = dict(
 
 
 def main():
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = strict_module(AnsibleModule, ARGUMENT_SPEC, supports_check_mode=True)
     try:
         settings = parse_params(module.params)
         families = run_checks(settings)

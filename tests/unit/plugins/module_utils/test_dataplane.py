@@ -553,7 +553,8 @@ def test_no_netaddr_on_the_target():
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "netaddr" not in imported
-    assert imported <= {"__future__", "ipaddress", "json", "os", "re", "tempfile", "ansible"}
+    # standard library, ansible-core and the collection's own (pure, standard-library) module_utils
+    assert imported <= {"__future__", "ipaddress", "json", "os", "re", "stat", "tempfile", "ansible", "ansible_collections"}
 
 
 # -- Universal fields: inbound health, outbounds, admin, 2.x extras ---------------------
