@@ -31,12 +31,7 @@ import stat
 import tarfile
 import tempfile
 
-try:  # Python 3
-    from http.client import HTTPConnection
-    from urllib.parse import urlsplit
-except ImportError:  # pragma: no cover
-    HTTPConnection = urlsplit = None
-
+from ansible_collections.kuma.mesh.plugins.module_utils import kuma_dp_ready
 from ansible_collections.kuma.mesh.plugins.module_utils.strict_args import show
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import path_problem
 
@@ -148,6 +143,11 @@ def validate(spec):
         if isinstance(uid, bool) or not isinstance(uid, (str, int)) or (isinstance(uid, int) and not 0 <= uid <= 4294967294) \
                 or (isinstance(uid, str) and not ACCOUNT_RE.match(uid)):
             errors.append("app_users[%d]: %s is not a user name or a uid" % (index, show(entry)))
+    if spec.readiness_url:
+        try:
+            kuma_dp_ready.parse_url(spec.readiness_url, "readiness_url")
+        except kuma_dp_ready.ReadyInputError as exc:
+            errors.append(str(exc))
     return errors
 
 
@@ -701,17 +701,8 @@ def apply(spec, the_plan, run_command):
 
 
 def probe_ready(url, timeout=2.0):
-    """Whether kuma-dp's readiness endpoint (a loopback http URL) answers READY; False on any error."""
-    if not url or HTTPConnection is None:
+    """Whether kuma-dp's readiness endpoint (validated: kuma_dp_ready's URL grammar) answers READY now; one
+    request, as kuma_dp_ready asks it; False on any error or for an empty url."""
+    if not url:
         return False
-    try:
-        parts = urlsplit(url)
-        connection = HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
-        try:
-            connection.request("GET", parts.path or "/")
-            response = connection.getresponse()
-            return response.status == 200 and response.read(64).strip() == b"READY"
-        finally:
-            connection.close()
-    except Exception:  # noqa: BLE001 - any failure means not ready
-        return False
+    return kuma_dp_ready.is_ready(kuma_dp_ready.ask(kuma_dp_ready.parse_url(url), timeout))

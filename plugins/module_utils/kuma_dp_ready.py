@@ -35,12 +35,12 @@ class ReadyInputError(Exception):
     """A parameter is not what the module takes; the message names it and the value."""
 
 
-def parse_url(url):
-    """The Endpoint of an http://host:port/path URL, or ReadyInputError naming url and the value."""
+def parse_url(url, option="url"):
+    """The Endpoint of an http://host:port/path URL, or ReadyInputError naming the option and the value."""
     match = _URL.match(url) if isinstance(url, str) else None
     port = int(match.group(2)) if match else 0
     if not match or not 0 < port < 65536:
-        raise ReadyInputError("url: %r is not an http://host:port/path URL with a port in 1-65535" % (url,))
+        raise ReadyInputError("%s: %r is not an http://host:port/path URL with a port in 1-65535" % (option, url))
     return Endpoint(match.group(1).strip("[]"), port, match.group(3) or "/")
 
 

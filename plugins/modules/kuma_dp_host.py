@@ -168,7 +168,9 @@ options:
         type: int
         default: 60
   readiness_url:
-    description: kuma-dp's readiness endpoint, asked when the unit is active and nothing is to restart.
+    description:
+      - kuma-dp's readiness endpoint, asked when the unit is active and nothing is to restart; empty - not asked.
+      - C(http://HOST:PORT/PATH) as M(kuma.mesh.kuma_dp_ready) takes it, nothing else.
     type: str
     default: ""
   refuse_local_cp:

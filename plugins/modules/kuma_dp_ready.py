@@ -109,18 +109,18 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kuma.mesh.plugins.module_utils.kuma_dp_ready import (
     MAX_TIMEOUT, ReadyInputError, check_number, describe, parse_url, wait_ready,
 )
+from ansible_collections.kuma.mesh.plugins.module_utils.strict_args import strict_module
+
+ARGUMENT_SPEC = dict(
+    url=dict(type="str", required=True),
+    timeout=dict(type="float", default=120),
+    interval=dict(type="float", default=0.2),
+    request_timeout=dict(type="float", default=2),
+)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            url=dict(type="str", required=True),
-            timeout=dict(type="float", default=120),
-            interval=dict(type="float", default=0.2),
-            request_timeout=dict(type="float", default=2),
-        ),
-        supports_check_mode=True,
-    )
+    module = strict_module(AnsibleModule, ARGUMENT_SPEC, supports_check_mode=True)
     try:
         endpoint = parse_url(module.params["url"])
         timeout = check_number("timeout", module.params["timeout"], 0, MAX_TIMEOUT)

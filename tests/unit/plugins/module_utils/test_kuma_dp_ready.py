@@ -189,7 +189,10 @@ def test_nothing_listening_is_no_answer(capsys, server):
     ({"url": "http://127.0.0.1:9902/ready\nX"}, "url"),
     ({"url": "http://127.0.0.1:9902/ready", "timeout": -1}, "timeout"),
     ({"url": "http://127.0.0.1:9902/ready", "interval": 0}, "interval"),
-    ({"url": "http://127.0.0.1:9902/ready", "request_timeout": "nan"}, "request_timeout"),
+    ({"url": "http://127.0.0.1:9902/ready", "request_timeout": "nan"}, "invalid options: request_timeout"),
+    ({"url": "http://127.0.0.1:9902/ready", "timeout": [1]}, "invalid options: timeout"),
+    ({"url": "http://127.0.0.1:9902/ready", "timeout": "1e3"}, "invalid options: timeout"),
+    ({"url": ["http://127.0.0.1:9902/ready"]}, "invalid options: url"),
 ])
 def test_bad_input_fails_naming_the_option_without_a_traceback(capsys, args, option):
     result = run_module(capsys, args)

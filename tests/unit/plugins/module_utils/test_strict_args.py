@@ -3,6 +3,7 @@ as properties from the complement of each type's grammar and as a table of nasty
 run through the real modules' main() (refused before anything is read or changed)."""
 
 import json
+import os
 import re
 
 import pytest
@@ -145,6 +146,8 @@ NASTY = [
     (kuma_dp_host, HOST, {"uid": 0}, "uid: 0 is refused"),
     (kuma_dp_host, HOST, {"environment": {"A\n": "x"}}, "environment: the name 'A\\n' is not a variable name"),
     (kuma_dp_host, HOST, {"unit_name": "ssh.service"}, "unit_path: '/etc/systemd/system/kuma-dp.service' is not a file named after"),
+    (kuma_dp_host, HOST, {"readiness_url": "http://a b:9902/ready"}, "readiness_url: 'http://a b:9902/ready' is not an http"),
+    (kuma_dp_host, HOST, {"readiness_url": "x"}, "readiness_url: 'x' is not an http"),
     (kuma_dp_host, HOST, {"archive_top": "../x"}, "archive_top: '../x' is not a directory name"),
     (kuma_dp_host, HOST, {"app_users": [10 ** 30]}, "app_users[0]: 1000000000000000000000000000000 is not a user name or a uid"),
     (kuma_dp_host, HOST, {"token": {"t": "s3cr3t"}}, "token: <hidden: no_log option> is not a string"),
@@ -168,3 +171,15 @@ def test_nasty_values_fail_at_the_boundary_naming_option_and_value(monkeypatch, 
     assert expected in result["msg"], result["msg"]
     assert "exception" not in result and "Traceback" not in json.dumps(result)
     assert "s3cr3t" not in json.dumps(result)
+
+
+def test_every_module_builds_its_ansiblemodule_through_strict_module():
+    """A new module gets the boundary check too: none may call AnsibleModule(...) itself."""
+    modules = os.path.join(os.path.dirname(os.path.dirname(strict_args.__file__)), "modules")
+    names = sorted(n for n in os.listdir(modules) if n.endswith(".py") and not n.startswith("_"))
+    assert len(names) >= 5, names
+    for name in names:
+        with open(os.path.join(modules, name)) as f:
+            source = f.read()
+        assert re.search(r"strict_module\(\s*AnsibleModule,", source), name
+        assert "AnsibleModule(" not in source, name
