@@ -69,9 +69,9 @@ _TARGETS = {
     "mangle": {"DROP"},
 }
 _KUMA_CHAIN_TARGETS = {"RETURN", "REDIRECT"}
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_:][A-Za-z0-9_.:/,+-]*$")
-_CHAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,28}$")
-_COMMENT = re.compile(r"^[\x20-\x7e]{0,256}$")
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_:][A-Za-z0-9_.:/,+-]*\Z")
+_CHAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,28}\Z")
+_COMMENT = re.compile(r"^[\x20-\x7e]{0,256}\Z")
 _BAD_CHARS = re.compile(r"[^\x20-\x7e\t]")
 
 
