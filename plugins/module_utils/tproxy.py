@@ -370,9 +370,12 @@ class Engine(object):
         inverse = "del" if action == "add" else "add"
 
         def do(what):
-            rc, _out, err = self.run([self.facts.ip, "-6", "addr", what, "::6/128", "dev", self.facts.loopback])
-            if rc != 0 and "exists" not in err and "Cannot assign" not in err:
-                raise TproxyFailure("%s ::6/128 on the loopback interface failed: %s" % (what, err.strip()))
+            rc, out, err = self.run([self.facts.ip, "-6", "addr", what, "::6/128", "dev", self.facts.loopback])
+            # judged by the address, not by ip's message (which iproute2 words differently
+            # from release to release): adding an address that is there, or deleting one
+            # that is gone, is done; the undo after a failed step relies on that
+            if rc != 0 and host.has_inbound_passthrough_ipv6() != (what == "add"):
+                raise TproxyFailure("%s ::6/128 on the loopback interface failed: %s" % (what, (err or out).strip()))
 
         self.undo.push("::6/128 %s the loopback again" % ("removed from" if action == "add" else "put back on"),
                        lambda: do(inverse))
