@@ -48,10 +48,12 @@ class SavedTable(object):
 
 
 def parse_save(text):
-    """iptables-save output -> {table: SavedTable}. Counters are ignored."""
+    """iptables-save output -> {table: SavedTable}. Counters are ignored. Lines end at
+    "\n" only: str.splitlines would also break a foreign rule whose comment holds
+    \x1c-\x1e, U+0085 or U+2028 (iptables takes them)."""
     tables = {}
     current = None
-    for raw in text.splitlines():
+    for raw in text.split("\n"):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -456,10 +458,11 @@ _COUNTERS = re.compile(r"\[\d+:\d+\]$")
 
 
 def table_blocks(save_text):
-    """{table: its iptables-save block, counters zeroed} of raw save output."""
+    """{table: its iptables-save block, counters zeroed} of raw save output (lines
+    end at "\n" only, as in parse_save: a rollback writes these blocks back)."""
     blocks = {}
     current = None
-    for raw in save_text.splitlines():
+    for raw in save_text.split("\n"):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
