@@ -4,9 +4,11 @@
 """kuma_tproxy's engine: check the input, lock the host, gather its facts once,
 plan per store, reconcile under one undo stack, read back.
 
-    outcome = run(params, check_mode, diff_mode)
+    outcome = run(params, module.run_command, check_mode, diff_mode)
 
-returns an Outcome; only the module's main() talks to Ansible with it. A store
+returns an Outcome; only the module's main() talks to Ansible with it. Every
+process of the run starts through AnsibleModule.run_command, handed in by main()
+and wrapped in one tproxy_runner.Runner. A store
 is a place Kuma's rules can live: iptables nft or legacy, per family, and
 firewalld (online or offline). The chosen store gets the wanted rules, every
 other store gets none, in one run holding the host lock.
@@ -19,7 +21,6 @@ __metaclass__ = type
 import math
 import os
 import re
-import subprocess
 import time
 
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_config as config
@@ -30,6 +31,7 @@ from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_iptables a
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_persist as persist
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_lock import LOCK_PATH, HostLock, LockError
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_runner import Runner
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_undo import TproxyFailure, UndoStack, outcome_text
 
 FAMILIES = facts_mod.FAMILIES
@@ -157,13 +159,17 @@ class StorePlan(object):
 
 
 class Engine(object):
-    def __init__(self, params, check_mode=False, diff_mode=False):
+    """One run. ``run_command``: AnsibleModule.run_command (or a callable taking its
+    arguments); every process of the run starts through ``self.run``, one Runner on it."""
+
+    def __init__(self, params, run_command, check_mode=False, diff_mode=False):
         self.params = params
         self.check_mode = check_mode
         self.diff_mode = diff_mode
         self.present = isinstance(params, dict) and params.get("state") != "absent"
         self.warnings = []
         self.commands = []
+        self.run = Runner(run_command, self.commands)
         self.undo = UndoStack()
         self.lock = HostLock(LOCK_PATH)
         self.facts = None
@@ -211,10 +217,10 @@ class Engine(object):
                     paths.restore,
                     mode,
                     family,
+                    self.run,
                     wait=max(0, int(self.params["wait"] or 0)),
                     wait_interval=max(0, int(self.params["wait_interval"] or 0)),
                     lock_args=config.restore_lock_args(self.params),
-                    log=self.commands,
                     lock_fd=self.lock.fd,
                 )
                 in_use = mode != "legacy" or self.facts.legacy_in_use[family]
@@ -366,13 +372,12 @@ class Engine(object):
         inverse = "del" if action == "add" else "add"
 
         def do(what):
-            args = [self.facts.ip, "-6", "addr", what, "::6/128", "dev", self.facts.loopback]
-            self.commands.append(" ".join(args))
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            _out, err = proc.communicate()
-            err = err.decode("utf-8", "replace")
-            if proc.returncode != 0 and "exists" not in err and "Cannot assign" not in err:
-                raise TproxyFailure("%s ::6/128 on the loopback interface failed: %s" % (what, err.strip()))
+            rc, out, err = self.run([self.facts.ip, "-6", "addr", what, "::6/128", "dev", self.facts.loopback])
+            # judged by the address, not by ip's message (which iproute2 words differently
+            # from release to release): adding an address that is there, or deleting one
+            # that is gone, is done; the undo after a failed step relies on that
+            if rc != 0 and host.has_inbound_passthrough_ipv6() != (what == "add"):
+                raise TproxyFailure("%s ::6/128 on the loopback interface failed: %s" % (what, (err or out).strip()))
 
         self.undo.push("::6/128 %s the loopback again" % ("removed from" if action == "add" else "put back on"),
                        lambda: do(inverse))
@@ -471,12 +476,9 @@ class Engine(object):
             return
         family = "ip6" if runner.family == "ipv6" else "ip"
         for name in names:
-            args = [self.facts.nft, "delete", "table", family, name]
-            self.commands.append(" ".join(args))
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            _out, err = proc.communicate()
-            if proc.returncode != 0:
-                self.warn("could not delete the empty %s %s table: %s" % (family, name, err.decode("utf-8", "replace").strip()))
+            rc, _out, err = self.run([self.facts.nft, "delete", "table", family, name])
+            if rc != 0:
+                self.warn("could not delete the empty %s %s table: %s" % (family, name, err.strip()))
 
     # -- backends -------------------------------------------------------------------------
     def refuse_firewalld_managed(self, mode):
@@ -614,7 +616,7 @@ class Engine(object):
         self.facts = facts_mod.with_features(self.facts, self.params, self.present,
                                              dict((f, self.store(mode, f)) for f in FAMILIES))
         wanted = self.wanted(mode)
-        commands = Commands(self.commands)
+        commands = Commands(self.run)
         writer = persist.Writer(self.undo, self.check_mode, self.file_diffs)
         changed = False
         # firewalld's RFC3964_IPv4 first: a refusal leaves the host as it was, and the
@@ -731,24 +733,17 @@ class Engine(object):
 
 
 class Commands(object):
-    """Runs a command for tproxy_persist (systemctl, nft), logs it into the result's ``commands``."""
+    """Runs a command for tproxy_persist (systemctl, nft) through the run's runner
+    (which logs it into the result's ``commands``); ``check``: a failure raises."""
 
-    def __init__(self, log):
-        self.log = log
+    def __init__(self, runner):
+        self.runner = runner
 
     def run(self, args, check=True):
-        self.log.append(" ".join(args))
-        try:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        except OSError as exc:
-            if check:
-                raise TproxyFailure("%s failed: %s" % (" ".join(args), exc))
-            return 127, "", str(exc)
-        out, err = proc.communicate()
-        out, err = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-        if check and proc.returncode != 0:
-            raise TproxyFailure("%s failed (exit %d): %s" % (" ".join(args), proc.returncode, err.strip() or out.strip()))
-        return proc.returncode, out, err
+        rc, out, err = self.runner(args)
+        if check and rc != 0:
+            raise TproxyFailure("%s failed (exit %d): %s" % (" ".join(args), rc, err.strip() or out.strip()))
+        return rc, out, err
 
 
 class _FirewalldRunning(object):
@@ -787,9 +782,10 @@ def excluded_inbound_ports(tables):
     return out
 
 
-def run(params, check_mode=False, diff_mode=False):
-    """One kuma_tproxy run: an Outcome for main(), never an exception."""
-    engine = Engine(params, check_mode, diff_mode)
+def run(params, run_command, check_mode=False, diff_mode=False):
+    """One kuma_tproxy run: an Outcome for main(), never an exception. ``run_command``:
+    AnsibleModule.run_command, which starts every process of the run (tproxy_runner)."""
+    engine = Engine(params, run_command, check_mode, diff_mode)
     try:
         try:
             result = engine.main()

@@ -4,8 +4,8 @@
 """The iptables backend: read, compare, and replace only Kuma's part.
 
 The pure part (parse, ownership, comparison, transaction text) is separate
-from the runner, which is the only code here that starts processes:
-``*-save`` to read and, only when something differs, one validated
+from the runner (class Iptables, whose processes start through the run's one
+tproxy_runner.Runner): ``*-save`` to read and, only when something differs, one validated
 ``*-restore --noflush`` per family that deletes Kuma's old rules and writes
 the new ones in one transaction. Rules that are not Kuma's are never in the
 transaction, so they cannot change.
@@ -15,9 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
 import re
-import subprocess
 
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import CHAIN_PREFIX, COMMENT_PREFIX
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_rules import BUILTIN_CHAINS, TABLE_ORDER
@@ -50,10 +48,12 @@ class SavedTable(object):
 
 
 def parse_save(text):
-    """iptables-save output -> {table: SavedTable}. Counters are ignored."""
+    """iptables-save output -> {table: SavedTable}. Counters are ignored. Lines end at
+    "\n" only: str.splitlines would also break a foreign rule whose comment holds
+    \x1c-\x1e, U+0085 or U+2028 (iptables takes them)."""
     tables = {}
     current = None
-    for raw in text.splitlines():
+    for raw in text.split("\n"):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -458,10 +458,11 @@ _COUNTERS = re.compile(r"\[\d+:\d+\]$")
 
 
 def table_blocks(save_text):
-    """{table: its iptables-save block, counters zeroed} of raw save output."""
+    """{table: its iptables-save block, counters zeroed} of raw save output (lines
+    end at "\n" only, as in parse_save: a rollback writes these blocks back)."""
     blocks = {}
     current = None
-    for raw in save_text.splitlines():
+    for raw in save_text.split("\n"):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -498,47 +499,28 @@ class IptablesError(Exception):
     pass
 
 
-def _env():
-    env = dict(os.environ)
-    env["LC_ALL"] = "C"
-    return env
-
-
 class Iptables(object):
-    """The runner for one family and one backend (nft or legacy): the only code that
-    starts iptables processes. Rules go to ``*-restore`` on its standard input (no
-    temporary file to leave behind); the host lock's descriptor is inherited so a
-    restore outliving a killed run keeps other runs out until it ends."""
+    """The runner for one family and one backend (nft or legacy). Its processes start
+    through ``run`` (tproxy_runner.Runner: the run's one runner, which logs them into
+    the result). Rules go to ``*-restore`` on its standard input (no temporary file to
+    leave behind); the host lock's descriptor is inherited so a restore outliving a
+    killed run keeps other runs out until it ends."""
 
-    def __init__(self, save_path, restore_path, mode, family, wait=5, wait_interval=0, log=None, lock_fd=None,
+    def __init__(self, save_path, restore_path, mode, family, run, wait=5, wait_interval=0, lock_fd=None,
                  lock_args=None):
         self.save_path = save_path
         self.restore_path = restore_path
         self.mode = mode
         self.family = family
+        self.run = run
         self.wait = wait
         self.wait_interval = wait_interval
-        self.commands = log if log is not None else []  # every process started, for the result
         self.lock_fd = lock_fd
         # the xtables-lock flags of a legacy restore (tproxy_config.restore_lock_args)
         self.lock_args = list(lock_args) if lock_args is not None else None
 
     def _run(self, args, data=None):
-        self.commands.append(" ".join(args))
-        try:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                close_fds=True,
-                pass_fds=(self.lock_fd,) if self.lock_fd is not None else (),
-                env=_env(),
-            )
-            out, err = proc.communicate(data.encode("utf-8") if data is not None else None)
-        except OSError as exc:
-            return 127, "", str(exc)
-        return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        return self.run(args, data=data, pass_fds=(self.lock_fd,) if self.lock_fd is not None else ())
 
     def save(self):
         rc, out, err = self._run([self.save_path])

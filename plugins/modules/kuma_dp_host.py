@@ -350,7 +350,11 @@ def main():
         module.fail_json(msg="; ".join(errors), errors=errors, changed=False)
 
     def run_command(argv):
-        return module.run_command(argv)
+        # a missing command is a failed step (HostError names it), not Ansible's own exit mid-run
+        try:
+            return module.run_command(argv, expand_user_and_vars=False, handle_exceptions=False)
+        except OSError as exc:
+            return 127, "", str(exc)
 
     if spec.state == "absent":
         spec = spec._replace(refuse_local_cp=False)

@@ -837,7 +837,8 @@ from ansible_collections.kuma.mesh.plugins.module_utils.tproxy import ARGUMENT_S
 
 def main():
     module = strict_module(AnsibleModule, ARGUMENT_SPEC, supports_check_mode=True)
-    outcome = run(module.params, check_mode=module.check_mode, diff_mode=module._diff)
+    # every process the engine starts goes through run_command (tproxy_runner.Runner)
+    outcome = run(module.params, module.run_command, check_mode=module.check_mode, diff_mode=module._diff)
     for warning in outcome.warnings:
         module.warn(warning)
     if outcome.failed:

@@ -176,3 +176,13 @@ def test_existing_rules_per_kuma():
     empty = "*nat\n:PREROUTING ACCEPT\n:INPUT ACCEPT\n:OUTPUT ACCEPT\n:POSTROUTING ACCEPT\nCOMMIT\n"
     assert not ipt.has_existing_rules(ipt.parse_save(empty))
     assert ipt.has_existing_rules(ipt.parse_save(empty.replace("COMMIT", FOREIGN + "\nCOMMIT")))
+
+
+def test_a_foreign_comment_with_line_separators_of_unicode_stays_one_rule():
+    """iptables takes \\x1c-\\x1e, U+0085, U+2028 and bytes that are not UTF-8 in a comment
+    (read with surrogateescape): a rule is one line up to "\\n", and a rollback writes it back whole."""
+    odd = "x\x1cy\x1dz\x1e\x85\u2028\udcff\udcfe"
+    rule = '-A OUTPUT -d 198.51.100.9/32 -m comment --comment "%s" -j RETURN' % odd
+    save = "*nat\n:OUTPUT ACCEPT [1:2]\n%s\nCOMMIT\n" % rule
+    assert ipt.parse_save(save)["nat"].rules["OUTPUT"] == [rule]
+    assert ipt.snapshot_restore_text(save, ["nat"]) == "*nat\n:OUTPUT ACCEPT [0:0]\n%s\nCOMMIT\n" % rule

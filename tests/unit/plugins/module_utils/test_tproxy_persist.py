@@ -11,6 +11,11 @@ from ansible_collections.kuma.mesh.plugins.module_utils.tproxy import ARGUMENT_S
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import ARGUMENT_SPEC as RULES_SPEC
 
 
+def no_commands(args, **kwargs):
+    """The run_command of a run that must fail (or stop) before any process is started."""
+    raise AssertionError("started %r" % (args,))
+
+
 def test_the_module_spec_is_the_rules_and_the_persistence_options():
     assert set(ARGUMENT_SPEC) == set(RULES_SPEC) | set(persist.ARGUMENT_SPEC)
     assert ARGUMENT_SPEC["backend"]["choices"] == ["auto", "iptables", "firewalld"]
@@ -47,7 +52,7 @@ def test_bad_options_are_named_and_nothing_is_touched(given, expected):
     _options, _rest, errors = persist.split(given)
     assert any(e.startswith(expected) for e in errors), errors
     # through the engine: refused before the lock or any read, never a traceback
-    outcome = run(dict(given, kuma_dp_user="kuma-dp"))
+    outcome = run(dict(given, kuma_dp_user="kuma-dp"), no_commands)
     assert outcome.failed and expected in outcome.failed, outcome.failed
     assert outcome.result["changed"] is False and outcome.result["commands"] == []
 
@@ -149,7 +154,7 @@ def engine_with(executables, ip="/usr/sbin/ip", has_ipv6=True, passthrough=False
     from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_facts as facts
     from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_host as host
 
-    engine = tproxy.Engine(dict(options))
+    engine = tproxy.Engine(dict(options), no_commands)
     engine.params = config.effective_params(dict(dict((k, None) for k in config.ARGUMENT_SPEC), **options))[0]
     engine.present = engine.params["state"] == "present"
     engine.facts = facts.Facts(

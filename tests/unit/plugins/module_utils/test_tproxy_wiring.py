@@ -10,6 +10,11 @@ from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_iptables a
 from ansible_collections.kuma.mesh.plugins.module_utils import tproxy_rules as rules
 
 
+def no_commands(args, **kwargs):
+    """The run_command of a run that must fail before any process is started."""
+    raise AssertionError("started %r" % (args,))
+
+
 def given(**options):
     """The module's parameters as AnsibleModule passes them: options a task leaves out are None."""
     params = dict((k, None) for k in config.ARGUMENT_SPEC)
@@ -34,7 +39,7 @@ def test_read_config_file(tmp_path):
 def test_config_file_is_merged_under_the_options(tmp_path):
     path = tmp_path / "tp.yaml"
     path.write_text('{"redirect": {"inbound": {"port": 15010}, "outbound": {"port": 15011}}, "wait": 9}')
-    engine = tproxy.Engine(given(config_file=str(path), redirect={"outbound": {"port": 15020}}))
+    engine = tproxy.Engine(given(config_file=str(path), redirect={"outbound": {"port": 15020}}), no_commands)
     params = engine.effective(engine.params)
     assert params["redirect"]["inbound"]["port"] == 15010
     assert params["redirect"]["outbound"]["port"] == 15020  # the task's option wins
@@ -43,7 +48,7 @@ def test_config_file_is_merged_under_the_options(tmp_path):
 
 
 def test_unreadable_config_file_fails_before_anything_is_read():
-    outcome = tproxy.run(given(config_file="/nonexistent/kuma-tp.yaml"))
+    outcome = tproxy.run(given(config_file="/nonexistent/kuma-tp.yaml"), no_commands)
     assert outcome.failed and "config_file: '/nonexistent/kuma-tp.yaml'" in outcome.failed
     assert outcome.result["changed"] is False and outcome.result["commands"] == []
 
@@ -51,9 +56,9 @@ def test_unreadable_config_file_fails_before_anything_is_read():
 def test_bad_merged_input_names_the_option(tmp_path):
     path = tmp_path / "tp.json"
     path.write_text('{"redirect": {"inbound": {"port": 70000}}}')
-    outcome = tproxy.run(given(config_file=str(path)))
+    outcome = tproxy.run(given(config_file=str(path)), no_commands)
     assert outcome.failed and "inbound" in outcome.failed and "70000" in outcome.failed
-    outcome = tproxy.run(given(config_file="relative.yaml"))
+    outcome = tproxy.run(given(config_file="relative.yaml"), no_commands)
     assert outcome.failed and "config_file: 'relative.yaml'" in outcome.failed
 
 
@@ -79,9 +84,9 @@ def test_missing_given_executables_are_reported():
 
 def test_legacy_restore_gets_restore_lock_args():
     params = config.with_defaults({"wait": 0, "wait_interval": 300})
-    runner = ipt.Iptables("/s", "/r", "legacy", "ipv4", lock_args=config.restore_lock_args(params))
+    runner = ipt.Iptables("/s", "/r", "legacy", "ipv4", no_commands, lock_args=config.restore_lock_args(params))
     assert runner._restore_args(test=True) == ["/r", "--noflush", "--wait=0", "--wait-interval=300", "--test"]
-    runner = ipt.Iptables("/s", "/r", "nft", "ipv4", lock_args=config.restore_lock_args(params))
+    runner = ipt.Iptables("/s", "/r", "nft", "ipv4", no_commands, lock_args=config.restore_lock_args(params))
     assert runner._restore_args() == ["/r", "--noflush"]
 
 
