@@ -64,6 +64,8 @@ options:
   path:
     description:
       - The Dataplane file, passed to C(kuma-dp run --dataplane-file). Its directory must exist.
+      - An absolute path of printable ASCII letters, digits and C(_./+@%=,~-), without a C(..) component. It must
+        not exist or be a regular file (a device, a directory or a FIFO is refused, with nothing changed).
     type: path
     required: true
   owner:
@@ -77,6 +79,8 @@ options:
   mode:
     description:
       - Permissions of the file, as an octal string such as V('0640') or symbolic modes such as V(u=rw,g=r,o=).
+      - An octal string is 3 or 4 octal digits with an optional leading V(0); a symbolic mode is comma-separated
+        C([ugoa]*[-+=][rwxXst]*) clauses; an int is taken as the number (0 to 0o7777). Anything else is refused.
     type: raw
     default: '0640'
   kuma_version:
@@ -458,6 +462,10 @@ options:
         description: The transparent proxy's outbound redirect port.
         type: int
 notes:
+  - "Every option is checked against its type before anything else, and refused naming the option's full
+    path and the value: a whole number is an int or a string of ASCII digits with an optional leading C(-)
+    (not C(' 80 '), C(80.0), C(1e3) or non-ASCII digits); a list is a list (a comma-separated string is
+    refused); a dictionary is a dictionary; a boolean is one of Ansible's boolean words."
   - Kuma itself requires C(kuma.io/service) on 2.x inbounds only when an inbound has tags (inbounds
     without tags need the control plane's experimental C(inboundTagsDisabled)); this module always requires it for 2.x.
   - The validation is done on the target with the options alone; whether the mesh or the referenced

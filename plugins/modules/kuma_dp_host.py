@@ -46,19 +46,21 @@ options:
     type: bool
     default: false
   user:
-    description: The system user kuma-dp runs as (C(kuma_dp_user)).
+    description:
+      - The system user kuma-dp runs as (C(kuma_dp_user)) - lower-case letters, digits and C(_.-), starting with
+        a letter or C(_), at most 31 characters and an optional trailing C($); V(root) is refused.
     type: str
     required: true
   group:
-    description: Its primary group (C(kuma_dp_group)).
+    description: Its primary group (C(kuma_dp_group)), a name of the same grammar as O(user).
     type: str
     required: true
   uid:
-    description: Uid of a new O(user); 0 is refused.
+    description: Uid of a new O(user), 1-2147483646 (0 is refused).
     type: int
     required: true
   gid:
-    description: Gid of a new O(group).
+    description: Gid of a new O(group), 1-2147483646 (0 is refused).
     type: int
     required: true
   adopt_user:
@@ -66,12 +68,16 @@ options:
     type: bool
     default: false
   app_users:
-    description: Names or uids of the applications' users; refused when one is O(user).
+    description:
+      - Names or uids of the applications' users; refused when one is O(user).
+      - Each is a user name of the grammar of O(user), or a uid (an int or ASCII digits, 0-4294967294).
     type: list
     elements: raw
     default: []
   config_dir:
-    description: Directory of the token, the CA certificate, the environment file and the Dataplane file.
+    description:
+      - Directory of the token, the CA certificate, the environment file and the Dataplane file.
+      - An absolute path of printable ASCII letters, digits and C(_./+@%=,~-), without a C(..) component.
     type: path
     required: true
   token:
@@ -92,22 +98,28 @@ options:
         C(<config_dir>/transparent-proxy.yaml). Unset removes the file.
     type: dict
   unit_name:
-    description: Name of the systemd unit.
+    description: Name of the systemd unit - letters, digits and C(:_.@-), ending in C(.service).
     type: str
     default: kuma-dp.service
   unit_path:
-    description: Path of the unit file.
+    description:
+      - Path of the unit file, an absolute path of printable ASCII letters, digits and C(_./+@%=,~-), without a C(..) component.
+      - Its file name must be O(unit_name) (systemd names a unit after its file).
     type: path
     default: /etc/systemd/system/kuma-dp.service
   unit_content:
     description: The unit file's text; unset leaves the unit alone.
     type: str
   install_dir:
-    description: Directory of the installed versions and the C(current) link.
+    description:
+      - Directory of the installed versions and the C(current) link.
+      - An absolute path of printable ASCII letters, digits and C(_./+@%=,~-), without a C(..) component.
     type: path
     required: true
   version:
-    description: The Kuma release to install and point C(current) at. Required with O(state=present).
+    description:
+      - The Kuma release to install and point C(current) at, C(X.Y.Z) with an optional C(-suffix) (no leading
+        C(v)). Required with O(state=present).
     type: str
   binaries:
     description: The binaries of the release to install from C(<archive_top>/bin/). Required with O(state=present).
@@ -115,10 +127,12 @@ options:
     elements: str
     default: []
   archive_top:
-    description: Top directory of the archive's members. Required with O(state=present).
+    description:
+      - Top directory of the archive's members, a file name of letters, digits and C(_.+-) (not V(.) or V(..)).
+        Required with O(state=present).
     type: str
   archive_sha256:
-    description: The archive's sha256; the archive is refused when it differs.
+    description: The archive's sha256, 64 lower-case hex digits; the archive is refused when it differs.
     type: str
     default: ""
   archive_path:
@@ -184,6 +198,11 @@ options:
     type: str
     choices: ["auto", "yes", "no"]
     default: "no"
+notes:
+  - "Every option is checked against its type before anything else, and refused naming the option's full
+    path and the value: a whole number is an int or a string of ASCII digits with an optional leading C(-)
+    (not C(' 80 '), C(80.0), C(1e3) or non-ASCII digits); a list is a list (a comma-separated string is
+    refused); a dictionary is a dictionary; a boolean is one of Ansible's boolean words."
 attributes:
   check_mode:
     support: full

@@ -19,6 +19,11 @@ description:
     kuma-dp is seen ready within O(interval) of becoming ready instead of within a whole retry delay. The
     C(kuma.mesh.dataplane) role uses it after starting or restarting kuma-dp.
   - It changes nothing - O(ignore:changed) is always false.
+notes:
+  - "Every option is checked against its type before anything else, and refused naming the option's full
+    path and the value: a whole number is an int or a string of ASCII digits with an optional leading C(-)
+    (not C(' 80 '), C(80.0), C(1e3) or non-ASCII digits); a number is finite (no C(nan), C(inf) or
+    exponent); a boolean is one of Ansible's boolean words."
 author:
   - kuma.mesh maintainers (@kuma-mesh)
 attributes:

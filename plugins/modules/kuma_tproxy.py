@@ -102,6 +102,7 @@ options:
       - Absolute path, on the target, of a kumactl transparent-proxy configuration file (YAML or JSON),
         as C(kumactl install transparent-proxy --config-file) takes it. See O(config) for the keys and
         the precedence; O(config) overrides this file.
+      - An absolute path of printable ASCII letters, digits and C(_./+@%=,~-), without a C(..) component.
       - Read on the target at the start of every run (at most 1 MiB of UTF-8 text); a file that is missing
         or cannot be read fails the run with nothing changed.
     type: str
@@ -142,7 +143,7 @@ options:
         C(iptablesExecutables) in O(config)).
       - The three of a family are given together or not at all (kumactl ignores a partial set with a
         warning; the module refuses it).
-      - Each is an absolute path of printable ASCII letters, digits and C(_./+@%=,~-), no control characters.
+      - Each is an absolute path of printable ASCII letters, digits and C(_./+@%=,~-), without a C(..) component.
       - Default - none, the executables are found as O(iptables_mode) says.
     type: dict
     suboptions:
@@ -305,7 +306,7 @@ options:
           resolv_conf:
             description:
               - The resolv.conf whose name servers are redirected. Must exist when DNS is enabled.
-              - An absolute path of printable ASCII letters, digits and C(_./+@%=,~-).
+              - An absolute path of printable ASCII letters, digits and C(_./+@%=,~-), without a C(..) component.
               - Default V(/etc/resolv.conf).
             type: str
       vnet:
@@ -455,7 +456,7 @@ options:
     description:
       - Where O(firewalld_ipv6_redirect=allow) keeps the C(RFC3964_IPv4) line it replaced (an empty line when
         there was none), for O(state=absent). Its directory is created (0755) when missing; the file is 0644.
-      - An absolute path of printable ASCII letters, digits and C(_./+@%=,~-).
+      - An absolute path of printable ASCII letters, digits and C(_./+@%=,~-), without a C(..) component.
     type: str
     default: /etc/kuma-mesh/firewalld-rfc3964-ipv4.orig
   boot_persistence:
@@ -482,18 +483,31 @@ options:
         choices: [present, absent]
         default: present
       dir:
-        description: The directory of the rules the unit restores (0750). An absolute path as O(firewalld_rfc3964_backup).
+        description:
+          - The directory of the rules the unit restores (0750). An absolute path as O(firewalld_rfc3964_backup).
+          - An existing directory must be kuma.mesh's own - holding only C(ipv4.rules), C(ipv6.rules) and
+            C(iptables-mode) as this module writes them; otherwise the module fails with nothing changed.
         type: str
         default: /etc/kuma-mesh/transparent-proxy
       script:
-        description: The restore script the unit runs. An absolute path as O(firewalld_rfc3964_backup).
+        description:
+          - The restore script the unit runs. An absolute path as O(firewalld_rfc3964_backup).
+          - An existing file there must be one kuma.mesh wrote (its header line); any other (V(/bin/sh)) is
+            refused, neither overwritten nor removed.
         type: str
         default: /usr/local/sbin/kuma-mesh-tproxy-restore
       unit:
-        description: The name of the unit, in C(/etc/systemd/system) (letters, digits and C(:_.@-), ending in C(.service)).
+        description:
+          - The name of the unit, in C(/etc/systemd/system) (letters, digits and C(:_.@-), ending in C(.service)).
+          - An existing unit file of that name must be one kuma.mesh wrote; any other (V(ssh.service)) is refused,
+            neither replaced nor disabled.
         type: str
         default: kuma-mesh-tproxy.service
 notes:
+  - "Every option is checked against its type before anything else, and refused naming the option's full
+    path and the value: a whole number is an int or a string of ASCII digits with an optional leading C(-)
+    (not C(' 80 '), C(80.0), C(1e3) or non-ASCII digits); a list is a list (a comma-separated string is
+    refused); a dictionary is a dictionary; a boolean is one of Ansible's boolean words."
   - "Input is checked before anything on the host is read or changed, and refused with every error
     naming the option and the value: every string that can reach a rule has a grammar (printable
     ASCII; no control character, quote, backslash, leading C(-) or C(!)), every number a range, every

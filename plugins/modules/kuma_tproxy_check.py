@@ -141,6 +141,10 @@ options:
     type: float
     default: 1.0
 notes:
+  - "Every option is checked against its type before anything else, and refused naming the option's full
+    path and the value: a whole number is an int or a string of ASCII digits with an optional leading C(-)
+    (not C(' 80 '), C(80.0), C(1e3) or non-ASCII digits); a list is a list (a comma-separated string is
+    refused); a dictionary is a dictionary; a boolean is one of Ansible's boolean words."
   - Binds loopback ports only for the time of the check (with O(listener=own) or C(auto)) and changes nothing else.
   - Kuma's own validator (C(kumactl install transparent-proxy-validator)) proves only the inbound
     redirect, through the loopback, which needs no route; this module adds the outbound and DNS
