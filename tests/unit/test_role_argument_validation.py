@@ -93,7 +93,7 @@ def run(tmp_path_factory):
 def test_a_wrong_type_fails_the_validation_naming_the_variable_and_nothing_else_runs(run, host):
     (bad, name) = dict(DATAPLANE, **TPROXY)[host]
     tasks = run[host]
-    assert [t for t, _ in tasks] == [VALIDATING], tasks
+    assert [task[0] for task in tasks] == [VALIDATING], tasks
     result = tasks[0][1]
     assert result.get("failed"), result
     text = " ".join([result.get("msg", "")] + list(result.get("argument_errors", [])))
@@ -104,11 +104,11 @@ def test_a_wrong_type_fails_the_validation_naming_the_variable_and_nothing_else_
 def test_a_value_outside_the_modules_grammar_fails_the_roles_check_on_the_controller(run, host):
     needle = STRICT[host][1]
     tasks = run[host]
-    names = [t for t, _ in tasks]
+    names = [task[0] for task in tasks]
     assert names[0] == VALIDATING and not tasks[0][1].get("failed"), tasks  # Ansible's int check takes it
     # then controller-side tasks only (a remote one would have failed: Python is /bin/false), the
     # role's check last: it failed, and nothing ran after it
-    assert names[-1] == "Check the role's variables" and not any(r.get("failed") for _, r in tasks[:-1]), names
+    assert names[-1] == "Check the role's variables" and not any(task[1].get("failed") for task in tasks[:-1]), names
     assert tasks[-1][1].get("failed") and needle in tasks[-1][1]["msg"], tasks[-1][1]
 
 
