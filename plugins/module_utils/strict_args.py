@@ -94,9 +94,19 @@ def _join(path, key):
     return "%s.%s" % (path, key) if path else key
 
 
+def _kind(value):
+    """bool, int, float or str for a value of (a subclass of) that type, else its type: choices
+    compare within a kind (True is not 1), and the controller's templated values are subclasses
+    of str and int (ansible-core 2.19 and later tag them)."""
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind
+    return type(value)
+
+
 def _check_choices(errors, name, value, choices, secret):
     try:
-        ok = any(value == c and type(value) is type(c) for c in choices) or (
+        ok = any(value == c and _kind(value) is _kind(c) for c in choices) or (
             _is_int(value) and str(value) in [c for c in choices if isinstance(c, str)])
     except Exception:  # pylint: disable=broad-except
         ok = False

@@ -38,6 +38,12 @@ STRICT = {
     "strict_uid": ({"kuma_dp_uid": " 5678 "}, "kuma_dp_uid must be 1-2147483646"),
     "strict_port": ({"kuma_dp_readiness_port": "\u0669\u0669\u0660\u0662"}, "kuma_dp_readiness_port must be a port"),
 }
+# valid, with the architecture and the address given (no facts to gather): every controller-side step of
+# the role's facts must pass, with the values ansible-core hands filters (tagged str and int subclasses)
+GOOD = {"dp_good": ({"kuma_dp_arch": "amd64", "kuma_dp_address": "192.0.2.1", "kuma_dp_version": "2.14.3",
+                     "kuma_dp_tproxy": {"redirect": {"dns": {"enabled": True}}}}, "")}
+CONTROLLER_FACTS = ("Check the role's variables", "Work out the release archive, the Dataplane's address and the "
+                    "rules' settings", "Work out kuma-dp's settings from the rules' settings")
 VALIDATING = "Validating arguments against arg spec"
 # One play on every host; each host runs only its own case. "keeper" runs none, so the play
 # (where every other host fails) goes on to the next task instead of ending the run.
@@ -62,7 +68,7 @@ def run(tmp_path_factory):
     if not playbook_cmd:
         pytest.skip("ansible-playbook is not installed")
     tmp = tmp_path_factory.mktemp("argspec")
-    groups = {"dataplane": dict(DATAPLANE, **STRICT), "transparent_proxy": TPROXY, "filter": {"f": ({}, "")},
+    groups = {"dataplane": dict(dict(DATAPLANE, **STRICT), **GOOD), "transparent_proxy": TPROXY, "filter": {"f": ({}, "")},
               "keeper": {"keeper": ({}, "")}}
     inventory = {"all": {"vars": COMMON, "children": dict(
         (group, {"hosts": dict((host, case[0]) for host, case in cases.items())}) for group, cases in groups.items())}}
@@ -110,6 +116,13 @@ def test_a_value_outside_the_modules_grammar_fails_the_roles_check_on_the_contro
     # role's check last: it failed, and nothing ran after it
     assert names[-1] == "Check the role's variables" and not any(task[1].get("failed") for task in tasks[:-1]), names
     assert tasks[-1][1].get("failed") and needle in tasks[-1][1]["msg"], tasks[-1][1]
+
+
+def test_valid_variables_pass_every_controller_side_step_of_the_facts(run):
+    tasks = dict(run["dp_good"])
+    for name in (VALIDATING,) + CONTROLLER_FACTS:
+        assert name in tasks and not tasks[name].get("failed"), (name, tasks.get(name))
+    assert "Gather the facts the role needs (architecture, default address)" not in tasks
 
 
 def test_a_filter_error_is_a_task_failure_naming_the_value(run):

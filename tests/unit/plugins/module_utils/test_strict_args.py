@@ -183,3 +183,18 @@ def test_every_module_builds_its_ansiblemodule_through_strict_module():
             source = f.read()
         assert re.search(r"strict_module\(\s*AnsibleModule,", source), name
         assert "AnsibleModule(" not in source, name
+
+
+def test_choices_take_subclasses_of_str_as_the_controller_templates_them():
+    """ansible-core 2.19+ hands filters tagged str/int subclasses: a choice must still match them
+    (the dataplane role's filters check kuma_dp_tproxy with this module on the controller)."""
+
+    class TaggedStr(str):
+        pass
+
+    class TaggedInt(int):
+        pass
+
+    spec = {"mode": {"type": "str", "choices": ["dualstack", "ipv4"]}, "n": {"type": "int", "choices": [1, 2]}}
+    assert strict_args.check(spec, {"mode": TaggedStr("dualstack"), "n": TaggedInt(2)}) == []
+    assert strict_args.check(spec, {"n": True}) != []
