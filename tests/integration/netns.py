@@ -170,3 +170,20 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+# Rules of other tools, in tables Kuma writes and one it never does (filter): the promise tests put
+# them on a host and compare them byte for byte after install, change, rollback and uninstall.
+FOREIGN_V4 = """*nat
+:CUSTOM - [0:0]
+-A OUTPUT -d 198.51.100.7/32 -j CUSTOM
+-A CUSTOM -j RETURN
+COMMIT
+*filter
+-A INPUT -p tcp -m tcp --dport 9999 -j ACCEPT
+COMMIT
+"""
+FOREIGN_V6 = """*nat
+-A OUTPUT -d 2001:db8::99/128 -j RETURN
+COMMIT
+"""

@@ -33,7 +33,7 @@ import subprocess
 
 import pytest
 
-from netns import COLLECTIONS, run_module
+from netns import COLLECTIONS, FOREIGN_V4, FOREIGN_V6, run_module
 
 BASE = {"kuma_dp_user": "kuma-dp"}
 OLD = dict(BASE, redirect={"inbound": {"exclude_ports": [1111]}})
@@ -44,19 +44,6 @@ ABSENT = dict(FULL, state="absent")
 
 NOT_UTF8 = os.fsdecode(b"\xff\xfe")  # passed to iptables as these two bytes
 SEPARATORS = "x\x1cy\x85z\u2028w"  # line boundaries to str.splitlines, not to iptables-save
-FOREIGN_V4 = """*nat
-:CUSTOM - [0:0]
--A OUTPUT -d 198.51.100.7/32 -j CUSTOM
--A CUSTOM -j RETURN
-COMMIT
-*filter
--A INPUT -p tcp -m tcp --dport 9999 -j ACCEPT
-COMMIT
-"""
-FOREIGN_V6 = """*nat
--A OUTPUT -d 2001:db8::99/128 -j RETURN
-COMMIT
-"""
 
 # where each scenario starts (the module runs that set the host up after the foreign
 # rules) and the run swept

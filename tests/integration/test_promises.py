@@ -14,24 +14,11 @@ import threading
 
 import pytest
 
-from netns import COLLECTIONS, run_module, wait_for
+from netns import COLLECTIONS, FOREIGN_V4, FOREIGN_V6, run_module, wait_for
 
 BASE = {"kuma_dp_user": "kuma-dp"}
 A = dict(BASE, redirect={"inbound": {"exclude_ports": [1111]}})
 B = dict(BASE, redirect={"inbound": {"exclude_ports": [2222]}, "dns": {"capture_all": True}})
-FOREIGN_V4 = """*nat
-:CUSTOM - [0:0]
--A OUTPUT -d 198.51.100.7/32 -j CUSTOM
--A CUSTOM -j RETURN
-COMMIT
-*filter
--A INPUT -p tcp -m tcp --dport 9999 -j ACCEPT
-COMMIT
-"""
-FOREIGN_V6 = """*nat
--A OUTPUT -d 2001:db8::99/128 -j RETURN
-COMMIT
-"""
 
 
 def state(ns):
