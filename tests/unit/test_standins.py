@@ -148,6 +148,10 @@ def procs():
 
 
 def output(proc):
+    """What the process printed so far; all of it once the process has ended (the reader thread
+    may still be draining the pipe right after wait() returns: under load it lost the last lines)."""
+    if proc.poll() is not None and getattr(proc, "reader", None) is not None:
+        proc.reader.join(10)
     return "".join(proc.lines)
 
 
