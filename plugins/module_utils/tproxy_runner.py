@@ -15,7 +15,13 @@ through one Runner, which:
 - keeps bytes exact both ways: output decoded from UTF-8 with ``surrogateescape``
   and input encoded the same way, so a foreign rule whose comment is not UTF-8
   is written back byte for byte when a rollback restores whole tables;
-- writes the input as it is (``binary_data``: no newline added), expands nothing
+- hands a process its input as a file named on its command line (the restore
+  tools' ``[file]`` argument; a private temporary file, removed after), never
+  on its stdin: a tool that exits before reading its stdin (a lock it cannot
+  get, an option it refuses) made run_command's write fail with EPIPE, and the
+  tool's own exit code and message were lost (the retry on a busy xtables lock
+  reads them). The logged command line leaves the file's name out;
+- writes the input as it is (no newline added), expands nothing
   (``expand_user_and_vars=False``), runs every command with ``LC_ALL=C`` (the
   messages are parsed), and hands on only the descriptors asked for (``pass_fds``:
   the host lock's, for ``*-save``/``*-restore``).
@@ -24,6 +30,9 @@ through one Runner, which:
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+import os
+import tempfile
 
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"
@@ -37,7 +46,8 @@ def encode(text):
 
 class Runner(object):
     """``runner(args, data=None, pass_fds=())`` -> (rc, stdout, stderr), never raises for a
-    process that cannot be started. ``run_command``: AnsibleModule.run_command, or a
+    process that cannot be started; ``data``, when given, is written to a temporary file whose
+    name is the command's last argument. ``run_command``: AnsibleModule.run_command, or a
     callable taking the same arguments (tests); ``log``: the list every command line is
     appended to."""
 
@@ -48,17 +58,29 @@ class Runner(object):
     def __call__(self, args, data=None, pass_fds=()):
         args = [str(a) for a in args]
         self.log.append(" ".join(args))
-        payload = None
-        if data is not None:
-            # run_command leaves stdin inherited for empty input: a blank line is
-            # nothing to every tool that reads its input here (*-restore)
-            payload = encode(data) or b"\n"
+        if data is None:
+            return self._start(args, pass_fds)
+        try:
+            fd, path = tempfile.mkstemp(prefix="kuma-mesh-tproxy-", suffix=".rules")
+        except OSError as exc:
+            return 127, "", "%s: cannot write its input to a temporary file: %s" % (args[0], exc.strerror or exc)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(encode(data))
+            return self._start(args + [path], pass_fds)
+        except OSError as exc:
+            return 127, "", "%s: cannot write its input to a temporary file: %s" % (args[0], exc.strerror or exc)
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def _start(self, args, pass_fds):
         try:
             return self.run_command(
                 args,
                 check_rc=False,
-                data=payload,
-                binary_data=True,
                 pass_fds=tuple(pass_fds) or None,
                 environ_update=dict(ENVIRON),
                 expand_user_and_vars=False,

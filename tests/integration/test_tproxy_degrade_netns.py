@@ -22,19 +22,18 @@ BASE = {"kuma_dp_user": "kuma-dp"}
 
 REFUSE = """#!/bin/sh
 # fake %(tool)s of a kernel without what %(dir)s/%(tool)s.refuse lists (one fixed string a line):
-# a commit that uses it fails as the kernel refuses it; --test is userspace-only and passes
-input=$(mktemp)
-cat > "$input"
+# a commit that uses it fails as the kernel refuses it; --test is userspace-only and passes.
+# The input is the file named last (kuma_tproxy's runner never writes to a restore's stdin).
+for input; do :; done
 case " $* " in *" --test "*) test_call=1 ;; *) test_call=0 ;; esac
 if [ $test_call = 0 ] && [ -s %(dir)s/%(tool)s.refuse ]; then
   line=$(grep -n -F -f %(dir)s/%(tool)s.refuse "$input" | head -n 1 | cut -d: -f1)
   if [ -n "$line" ]; then
-    rm -f "$input"
     echo "%(tool)s v1.8.9 (nf_tables): line $line: RULE_APPEND failed (No such file or directory)" >&2
     exit 4
   fi
 fi
-exec %(next)s/%(tool)s "$@" < "$input"
+exec %(next)s/%(tool)s "$@"
 """
 
 PATTERNS = {"comment": "-m comment", "conntrack_zone": "--zone", "mangle": "*mangle"}

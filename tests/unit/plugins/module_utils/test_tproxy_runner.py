@@ -39,7 +39,7 @@ SH = "/bin/sh"
 def test_bytes_round_trip_exactly_both_ways():
     raw = b"-A OUTPUT -m comment --comment \"\xff\xfe\" -j RETURN\n\xc3\xa9 \x1c\x85\n"
     text = raw.decode("utf-8", "surrogateescape")
-    rc, out, err = runner()([SH, "-c", "cat; printf '\\377' >&2"], data=text)
+    rc, out, err = runner()([SH, "-c", "cat \"$1\"; printf '\\377' >&2", "sh"], data=text)
     assert rc == 0
     assert out == text and tproxy_runner.encode(out) == raw  # no newline added, nothing replaced
     assert tproxy_runner.encode(err) == b"\xff"
@@ -64,9 +64,20 @@ def test_c_locale_and_nothing_expanded():
     assert rc == 0 and out == "C $HOME ~\n"
 
 
-def test_empty_input_is_not_the_modules_own_stdin():
-    rc, out, _err = runner()([SH, "-c", "cat"], data="")
-    assert rc == 0 and out == "\n"
+def test_input_is_a_private_file_named_last_removed_after():
+    log = []
+    rc, out, _err = runner(log)([SH, "-c", 'stat -c %a "$1"; cat "$1"; echo "$1" >&2', "sh"], data="")
+    assert rc == 0 and out == "600\n" and log == [SH + " -c " + 'stat -c %a "$1"; cat "$1"; echo "$1" >&2' + " sh"]
+    rc, _out, err = runner()([SH, "-c", 'echo "$1" >&2', "sh"], data="x")
+    assert not os.path.exists(err.strip())
+
+
+def test_a_tool_that_exits_before_reading_keeps_its_exit_code_and_message():
+    """On stdin this was a race: the write hit EPIPE and the tool's own words were lost."""
+    for _attempt in range(20):
+        rc, _out, err = runner()([SH, "-c", "echo 'Another app is currently holding the xtables lock' >&2; exit 4",
+                                  "sh"], data="*nat\nCOMMIT\n" * 20000)
+        assert (rc, err) == (4, "Another app is currently holding the xtables lock\n")
 
 
 def test_only_the_descriptors_asked_for_are_inherited():
