@@ -36,7 +36,7 @@ SAFE_ARG_RE = re.compile(r"\A[A-Za-z0-9_=:/.,@+-]+\Z")
 SURROGATE_RE = re.compile("[\ud800-\udfff]")
 CP_ADDRESS_RE = re.compile(r"\Ahttps?://[^/\s]+(/\S*)?\Z")
 CHECKSUM_RE = re.compile(r"\A(sha256:)?[0-9a-fA-F]{64}\Z")
-IP_FAMILY_MODES = ("dualstack", "ipv4")
+IP_FAMILY_MODES = tuple(TPROXY_SPEC["ip_family_mode"]["choices"])
 MAX_ID = 2147483646  # kuma_dp_host's uid and gid
 MAX_ABS_INT = 2 ** 63  # larger integers are no value of the role
 # kuma_tproxy's options the transparent_proxy role passes through (the others are the role's own)
@@ -93,10 +93,6 @@ def _set(data, path, value):
     data[path[-1]] = value
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _int_problem(value, low, high):
     """Why ``value`` is not a whole number low-high (strict_args' int grammar), or None."""
     problem = strict_args.type_problem("int", value) if value is not None else "is not set"
@@ -122,7 +118,7 @@ def _text(value):
     """A string, or an int's decimal text (as Ansible passes it); None for anything else."""
     if isinstance(value, str):
         return value
-    if _is_int(value) and abs(value) < MAX_ABS_INT:
+    if strict_args.is_int(value) and abs(value) < MAX_ABS_INT:
         return str(value)
     return None
 
@@ -204,11 +200,9 @@ def dp_tproxy_kuma_dp_config(options):
     """
     if not isinstance(options, dict):
         _refuse("dp_tproxy_kuma_dp_config", ["%s is not a mapping of kuma_tproxy options" % show(options)])
-    errors = _tproxy_errors(options, "options")
+    # kuma_tproxy's argument spec, ip_family_mode's choices included
+    _refuse("dp_tproxy_kuma_dp_config", _tproxy_errors(options, "options"))
     mode = options.get("ip_family_mode")
-    if not errors and mode is not None and mode not in IP_FAMILY_MODES:
-        errors.append("options.ip_family_mode: %s is not one of %s" % (show(mode), ", ".join(IP_FAMILY_MODES)))
-    _refuse("dp_tproxy_kuma_dp_config", errors)
 
     def flow(name):
         enabled = _get(options, ("redirect", name, "enabled"))

@@ -41,7 +41,7 @@ import tempfile
 
 from ansible.module_utils.common.text.converters import to_bytes, to_native, to_text
 
-from ansible_collections.kuma.mesh.plugins.module_utils.strict_args import show
+from ansible_collections.kuma.mesh.plugins.module_utils.strict_args import is_int as _is_int, show
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import path_problem
 
 SERVICE_TAG = "kuma.io/service"
@@ -196,10 +196,6 @@ def _same_ip(a, b):
         return True
     packed = parse_ip(a)
     return packed is not None and packed == parse_ip(b)
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _port_error(value, low=1):

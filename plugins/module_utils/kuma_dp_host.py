@@ -33,14 +33,13 @@ import tempfile
 
 from ansible_collections.kuma.mesh.plugins.module_utils import kuma_dp_ready
 from ansible_collections.kuma.mesh.plugins.module_utils.strict_args import show
-from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import path_problem
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import UNIT_NAME, path_problem
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,30}\$?\Z")
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?\Z")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
-UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9:_.@-]{1,246}\.service\Z")
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,255}\Z")
 NOLOGIN = "/usr/sbin/nologin"
 NOHOME = "/nonexistent"
@@ -129,7 +128,7 @@ def validate(spec):
         problem = path_problem(value)
         if problem:
             errors.append("%s: %s %s" % (opt, show(value), problem))
-    if not isinstance(spec.unit_name, str) or not UNIT_NAME_RE.match(spec.unit_name):
+    if not isinstance(spec.unit_name, str) or not UNIT_NAME.match(spec.unit_name):
         errors.append("unit_name: %s is not a systemd service name (letters, digits and :_.@- ending in .service)"
                       % show(spec.unit_name))
     elif isinstance(spec.unit_path, str) and os.path.basename(spec.unit_path) != spec.unit_name:

@@ -57,18 +57,18 @@ def show(value, secret=False):
     return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "..."
 
 
-def _is_int(value):
+def is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def type_problem(kind, value):
     """Why ``value`` (not None) is not of the argument-spec type ``kind``, or None."""
     if kind in ("str", "path"):
-        if isinstance(value, str) or _is_int(value):
+        if isinstance(value, str) or is_int(value):
             return None
         return "is not a string"
     if kind == "int":
-        if _is_int(value) or (isinstance(value, str) and _DECIMAL.match(value)):
+        if is_int(value) or (isinstance(value, str) and _DECIMAL.match(value)):
             return None
         return "is not a whole number (digits only, no sign other than '-', no space, no fraction)"
     if kind == "float":
@@ -78,7 +78,7 @@ def type_problem(kind, value):
             return None
         return "is not a number (decimal digits with an optional fraction; no nan, inf or exponent)"
     if kind == "bool":
-        if isinstance(value, bool) or (_is_int(value) and value in (0, 1)):
+        if isinstance(value, bool) or (is_int(value) and value in (0, 1)):
             return None
         if isinstance(value, str) and value.lower() in BOOLEAN_WORDS:
             return None
@@ -107,7 +107,7 @@ def _kind(value):
 def _check_choices(errors, name, value, choices, secret):
     try:
         ok = any(value == c and _kind(value) is _kind(c) for c in choices) or (
-            _is_int(value) and str(value) in [c for c in choices if isinstance(c, str)])
+            is_int(value) and str(value) in [c for c in choices if isinstance(c, str)])
     except Exception:  # pylint: disable=broad-except
         ok = False
     if not ok:

@@ -215,6 +215,8 @@ _IFACE_WILDCARD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,13}\+\Z")
 # Debian's adduser allows), or a numeric uid.
 _USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,30}\$?\Z")
 _PATH = re.compile(r"^/[A-Za-z0-9_./+@%=,~-]*\Z")
+# systemd service unit names (boot_persistence.unit, kuma_dp_host's unit_name)
+UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]{1,246}\.service\Z")
 _DURATION = re.compile(r"^([0-9]*(\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
 _DURATION_UNITS = {
     "ns": 1e-9,

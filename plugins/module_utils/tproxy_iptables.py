@@ -502,8 +502,8 @@ class IptablesError(Exception):
 class Iptables(object):
     """The runner for one family and one backend (nft or legacy). Its processes start
     through ``run`` (tproxy_runner.Runner: the run's one runner, which logs them into
-    the result). Rules go to ``*-restore`` on its standard input (no temporary file to
-    leave behind); the host lock's descriptor is inherited so a restore outliving a
+    the result). Rules go to ``*-restore`` as a temporary file named on its command line
+    (the runner writes and removes it); the host lock's descriptor is inherited so a restore outliving a
     killed run keeps other runs out until it ends."""
 
     def __init__(self, save_path, restore_path, mode, family, run, wait=5, wait_interval=0, lock_fd=None,

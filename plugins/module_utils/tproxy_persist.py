@@ -23,7 +23,7 @@ import shlex
 import tempfile
 from collections import namedtuple
 
-from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import path_problem
+from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_config import UNIT_NAME, path_problem
 from ansible_collections.kuma.mesh.plugins.module_utils.tproxy_undo import TproxyFailure
 
 FAMILIES = ("ipv4", "ipv6")
@@ -42,7 +42,6 @@ DEFAULT_RFC3964_BACKUP = "/etc/kuma-mesh/firewalld-rfc3964-ipv4.orig"
 RFC3964_KEY = re.compile(r"^\s*RFC3964_IPv4\s*=")
 DNAT_ACCEPT = "ct status dnat accept"
 SEARCH_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
-_UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.@-]{1,246}\.service\Z")
 
 # -- the module's options beside the rules' ------------------------------------------
 
@@ -109,7 +108,7 @@ def split(params):
             directory = _path(errors, "boot_persistence.dir", given.get("dir"), DEFAULT_DIR)
             script = _path(errors, "boot_persistence.script", given.get("script"), DEFAULT_SCRIPT)
             unit = DEFAULT_UNIT if given.get("unit") is None else given.get("unit")
-            if not isinstance(unit, str) or not _UNIT_NAME.match(unit):
+            if not isinstance(unit, str) or not UNIT_NAME.match(unit):
                 errors.append("boot_persistence.unit: %r is not a systemd service name (letters, digits and :_.@- "
                               "ending in .service)" % (unit,))
             boot = Boot(state, directory, script, unit)
